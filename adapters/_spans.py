@@ -1,0 +1,398 @@
+"""Spans and event metadata for AMQP 0-9-1 operations, independent of the client library.
+
+A client adapter (``pika.py``) calls three things on its hot paths:
+
+* :meth:`AmqpTracing.start_publish` before ``basic.publish``: fills the event metadata on a
+  *copy* of the properties, starts the PRODUCER span and injects its context;
+* :meth:`AmqpTracing.start_delivery` when a message is handed to the application (push
+  callback, ``consume()`` generator, ``basic.get``): starts the CONSUMER span with the
+  producer's context as parent (or as a link) and builds the context the handler runs in;
+* :meth:`Settlements.settle` on ``basic.ack``/``nack``/``reject``: records the outcome on the
+  delivery's span while it is open, or as a small ``settle`` span once it has ended.
+
+Every method here may raise on broken input or a broken SDK; the adapter wraps each call
+and falls back to the untraced operation (see ``eventscope.tracer.failures``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from eventscope.tracer import attributes as A
+from eventscope.tracer import failures, telemetry
+from eventscope.tracer.propagation import (
+    CAUSATION_HEADER,
+    CORRELATION_HEADER,
+    TRACEPARENT_HEADER,
+    current_handling,
+    decode_header,
+    extract,
+    inject,
+    new_event_id,
+    with_handling,
+)
+from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
+
+__all__ = ["AmqpTracing", "Delivery", "Publish", "Settlements", "suppressed"]
+
+_SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+_DEFAULT_MAX_UNSETTLED = 65_536
+LINK_MODES = ("parent", "link")
+
+
+def suppressed() -> bool:
+    """Is instrumentation suppressed in the current context (e.g. inside an exporter)?"""
+    return bool(context.get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+
+
+def _destination(*parts: str) -> str:
+    """``messaging.destination.name`` by the RabbitMQ rules: the non-empty parts joined by ':'."""
+    present = [part for part in parts if part]
+    if len(present) == 3 and present[1] == present[2]:
+        present.pop()
+    return ":".join(present) or A.DEFAULT_EXCHANGE
+
+
+def _body_size(body: Any) -> int | None:
+    return len(body) if isinstance(body, bytes | bytearray | memoryview | str) else None
+
+
+class Publish:
+    """A publish in flight: the properties to send and the PRODUCER span to end."""
+
+    __slots__ = ("properties", "span")
+
+    def __init__(self, properties: Any, span: Span) -> None:
+        self.properties = properties
+        self.span = span
+
+    def fail(self, exc: BaseException) -> None:
+        span = self.span
+        span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__qualname__))
+        span.end()
+
+
+class Delivery:
+    """One message handed to the application, with its CONSUMER span.
+
+    ``open`` is true while the application is processing it (inside the callback, or
+    between two iterations of a ``consume()`` generator); a settle that arrives then is
+    written onto the span itself, later ones become a ``settle`` span.
+    """
+
+    __slots__ = ("context", "delivery_tag", "end_on_settle", "open", "queue", "settled", "span", "tracing")
+
+    def __init__(self, tracing: AmqpTracing, span: Span, ctx: Context, queue: str, delivery_tag: Any) -> None:
+        self.tracing = tracing
+        self.span = span
+        self.context = ctx
+        self.queue = queue
+        self.delivery_tag = delivery_tag
+        self.open = True
+        self.settled = False
+        self.end_on_settle = False  # consume() generator: settling ends the processing
+
+    def fail(self, exc: BaseException) -> None:
+        """The handler raised: record it (the adapter re-raises the exception unchanged)."""
+        span = self.span
+        span.record_exception(exc)
+        attributes = {A.ERROR_TYPE: type(exc).__qualname__}
+        if not self.settled:
+            attributes[A.SETTLE_OUTCOME] = A.OUTCOME_ERROR
+        span.set_attributes(attributes)
+        span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__qualname__))
+
+    def finish(self) -> None:
+        """Processing is over (callback returned, next iteration, generator closed)."""
+        if self.open:
+            self.open = False
+            self.span.end()
+
+    def settle(self, outcome: str, operation: str, requeue: bool | None) -> None:
+        self.settled = True
+        attributes: dict[str, Any] = {A.SETTLE_OUTCOME: outcome}
+        if requeue is not None:
+            attributes[A.SETTLE_REQUEUE] = requeue
+        if self.open:
+            self.span.set_attributes(attributes)
+            if self.end_on_settle:
+                self.finish()
+            return
+        attributes.update(
+            {
+                A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
+                A.MESSAGING_OPERATION_TYPE: A.OP_SETTLE,
+                A.MESSAGING_OPERATION_NAME: operation,
+                A.MESSAGING_DESTINATION_NAME: self.queue,
+                A.QUEUE: self.queue,
+            }
+        )
+        if isinstance(self.delivery_tag, int):
+            attributes[A.MESSAGING_DELIVERY_TAG] = self.delivery_tag
+        parent = trace.set_span_in_context(NonRecordingSpan(self.span.get_span_context()))
+        self.tracing.tracer.start_span(
+            f"{operation} {self.queue}", context=parent, kind=SpanKind.CLIENT, attributes=attributes
+        ).end()
+
+
+class Settlements:
+    """Deliveries of one channel that await ``basic.ack``/``nack``/``reject``, by delivery tag.
+
+    Bounded: past ``max_size`` the oldest entry is dropped (counted as
+    ``unsettled-deliveries-dropped``); its settle then goes unrecorded, nothing else.
+    """
+
+    __slots__ = ("_pending", "max_size")
+
+    def __init__(self, max_size: int = _DEFAULT_MAX_UNSETTLED) -> None:
+        self._pending: dict[Any, Delivery] = {}
+        self.max_size = max_size
+
+    def track(self, delivery: Delivery) -> None:
+        pending = self._pending
+        if len(pending) >= self.max_size:
+            pending.pop(next(iter(pending)))
+            failures.record("unsettled-deliveries-dropped")
+        pending[delivery.delivery_tag] = delivery
+
+    def settle(
+        self, delivery_tag: Any, multiple: bool, outcome: str, operation: str, requeue: bool | None
+    ) -> None:
+        pending = self._pending
+        if multiple:
+            tags = [tag for tag in pending if delivery_tag == 0 or tag <= delivery_tag]
+        else:
+            tags = [delivery_tag]
+        for tag in tags:
+            delivery = pending.pop(tag, None)
+            if delivery is not None:
+                delivery.settle(outcome, operation, requeue)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class AmqpTracing:
+    """The spans and metadata of one instrumented channel (or of ``install()``)."""
+
+    __slots__ = ("_service", "link_mode", "server_address", "server_port", "tracer")
+
+    def __init__(
+        self,
+        *,
+        service: str | None,
+        link_mode: str,
+        server_address: str | None,
+        server_port: int | None,
+        library: str,
+        version: str,
+    ) -> None:
+        if link_mode not in LINK_MODES:
+            raise ValueError(f"link_mode must be one of {LINK_MODES}, not {link_mode!r}")
+        self.link_mode = link_mode
+        self.server_address = server_address
+        self.server_port = server_port
+        self._service = service
+        self.tracer = trace.get_tracer(library, version, schema_url=_SCHEMA_URL)
+
+    @property
+    def service(self) -> str | None:
+        """``service=``, else ``OTEL_SERVICE_NAME``, else the service of ``setup()``."""
+        if self._service is None:
+            name = os.environ.get("OTEL_SERVICE_NAME")
+            if not name and (setup := telemetry.current()) is not None:
+                value = setup.provider.resource.attributes.get("service.name")
+                name = value if isinstance(value, str) and not value.startswith("unknown_service") else None
+            self._service = name or ""
+        return self._service or None
+
+    def _network(self, attributes: dict[str, Any]) -> None:
+        if self.server_address:
+            attributes[A.SERVER_ADDRESS] = self.server_address
+        if self.server_port:
+            attributes[A.SERVER_PORT] = self.server_port
+
+    def start_publish(
+        self, exchange: str, routing_key: str, body: Any, properties: Any, new_properties: Any
+    ) -> Publish:
+        """Fill metadata on a copy of ``properties``, start the PRODUCER span, inject it.
+
+        ``new_properties(original)`` returns a fresh properties object (a copy of the
+        original, or an empty one for ``None``); ``properties`` itself is never touched.
+        """
+        props = new_properties(properties)
+        headers = props.headers
+        headers = dict(headers) if isinstance(headers, Mapping) else {} if headers is None else None
+        current = context.get_current()
+        parent = extract(headers) if headers and TRACEPARENT_HEADER in headers else current
+        handling = current_handling(current)
+
+        event_id = props.message_id
+        if not event_id:
+            event_id = props.message_id = new_event_id()
+        if props.timestamp is None:
+            props.timestamp = int(time.time())
+        if not props.type and routing_key:
+            props.type = routing_key
+        service = self.service
+        if props.app_id is None and service:
+            props.app_id = service
+
+        attributes: dict[str, Any] = {
+            A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
+            A.MESSAGING_OPERATION_TYPE: A.OP_SEND,
+            A.MESSAGING_OPERATION_NAME: "publish",
+            A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key),
+            A.EXCHANGE: exchange,
+            A.MESSAGING_MESSAGE_ID: str(event_id),
+        }
+        if routing_key:
+            attributes[A.MESSAGING_ROUTING_KEY] = routing_key
+        if props.correlation_id:
+            attributes[A.MESSAGING_CONVERSATION_ID] = str(props.correlation_id)
+        if props.type:
+            attributes[A.EVENT_TYPE] = str(props.type)
+        if props.app_id:
+            attributes[A.PRODUCER] = str(props.app_id)
+        size = _body_size(body)
+        if size is not None:
+            attributes[A.MESSAGING_BODY_SIZE] = size
+        self._network(attributes)
+
+        if headers is not None:
+            causation = decode_header(headers.get(CAUSATION_HEADER))
+            if causation is None and handling is not None and handling.event_id:
+                causation = headers[CAUSATION_HEADER] = handling.event_id
+            correlation = decode_header(headers.get(CORRELATION_HEADER))
+            if correlation is None:
+                correlation = handling.correlation_id if handling is not None else None
+                correlation = headers[CORRELATION_HEADER] = correlation or str(event_id)
+            if causation:
+                attributes[A.CAUSATION_ID] = causation
+            attributes[A.CORRELATION_ID] = correlation
+
+        span = self.tracer.start_span(
+            f"publish {exchange or A.DEFAULT_EXCHANGE}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
+        if headers is not None:
+            inject(headers, span, parent)
+            props.headers = headers
+        return Publish(props, span)
+
+    def start_delivery(
+        self,
+        *,
+        operation: str,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        delivery_tag: Any,
+        redelivered: Any,
+        properties: Any,
+        body: Any,
+        auto_ack: bool,
+        start_time: int | None = None,
+    ) -> Delivery:
+        """Start the CONSUMER span of a message handed to the application.
+
+        ``operation`` is ``process`` (push) or ``receive`` (pull). The returned delivery's
+        ``context`` is what the handler should run in: the span is current there, and
+        publishes made in it carry this event as their cause.
+        """
+        headers = getattr(properties, "headers", None)
+        current = context.get_current()
+        carried = extract(headers, current)
+        links: list[Link] | None = None
+        if self.link_mode == "link":
+            producer = trace.get_current_span(carried).get_span_context()
+            links = [Link(producer)] if producer.is_valid else None
+            parent = current
+        else:
+            parent = carried
+
+        event_id = getattr(properties, "message_id", None)
+        event_id = str(event_id) if event_id else None
+        attributes: dict[str, Any] = {
+            A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
+            A.MESSAGING_OPERATION_TYPE: operation,
+            A.MESSAGING_OPERATION_NAME: "process" if operation == A.OP_PROCESS else "get",
+            A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key, queue),
+            A.MESSAGING_CONSUMER_GROUP: queue,
+            A.QUEUE: queue,
+            A.EXCHANGE: exchange,
+            A.REDELIVERED: bool(redelivered),
+            A.AUTO_ACK: auto_ack,
+        }
+        if routing_key:
+            attributes[A.MESSAGING_ROUTING_KEY] = routing_key
+        if isinstance(delivery_tag, int):
+            attributes[A.MESSAGING_DELIVERY_TAG] = delivery_tag
+        if event_id:
+            attributes[A.MESSAGING_MESSAGE_ID] = event_id
+        correlation = causation = None
+        if properties is not None:
+            if properties.correlation_id:
+                attributes[A.MESSAGING_CONVERSATION_ID] = str(properties.correlation_id)
+            if properties.type:
+                attributes[A.EVENT_TYPE] = str(properties.type)
+            if properties.app_id:
+                attributes[A.PRODUCER] = str(properties.app_id)
+            if isinstance(headers, Mapping) and headers:
+                causation = decode_header(headers.get(CAUSATION_HEADER))
+                correlation = decode_header(headers.get(CORRELATION_HEADER))
+                deaths = headers.get("x-death")
+                if deaths:
+                    _deaths(deaths, attributes)
+        if causation:
+            attributes[A.CAUSATION_ID] = causation
+        if correlation:
+            attributes[A.CORRELATION_ID] = correlation
+        if auto_ack:
+            attributes[A.SETTLE_OUTCOME] = A.OUTCOME_ACK
+        size = _body_size(body)
+        if size is not None:
+            attributes[A.MESSAGING_BODY_SIZE] = size
+        self._network(attributes)
+
+        span = self.tracer.start_span(
+            f"{'process' if operation == A.OP_PROCESS else 'receive'} {queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=links,
+            start_time=start_time,
+        )
+        ctx = with_handling(trace.set_span_in_context(span, parent), event_id, correlation)
+        delivery = Delivery(self, span, ctx, queue, delivery_tag)
+        if auto_ack:
+            delivery.settled = True
+        return delivery
+
+
+def _deaths(deaths: Any, attributes: dict[str, Any]) -> None:
+    """Sum the ``count`` of every ``x-death`` entry; keep the most recent reason."""
+    if not isinstance(deaths, list | tuple):
+        return
+    total = 0
+    reason = None
+    for entry in deaths:
+        if not isinstance(entry, Mapping):
+            continue
+        count = entry.get("count")
+        if isinstance(count, int) and not isinstance(count, bool):
+            total += count
+        if reason is None:
+            reason = decode_header(entry.get("reason"))
+    if total:
+        attributes[A.DEATH_COUNT] = total
+    if reason:
+        attributes[A.DEATH_REASON] = reason

@@ -1,0 +1,67 @@
+"""Span attribute names: the OpenTelemetry messaging conventions we emit, and eventscope's own.
+
+The adapters write these and the collector reads them, so they live in one place. The
+``messaging.*`` names follow the current (1.2x+) messaging semantic conventions; the
+pre-1.2x names that other instrumentations still emit (e.g.
+``opentelemetry-instrumentation-pika``) are listed in ``LEGACY`` for readers.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# OpenTelemetry messaging semantic conventions (current names).
+MESSAGING_SYSTEM: Final = "messaging.system"
+MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"
+MESSAGING_OPERATION_NAME: Final = "messaging.operation.name"
+MESSAGING_DESTINATION_NAME: Final = "messaging.destination.name"
+MESSAGING_ROUTING_KEY: Final = "messaging.rabbitmq.destination.routing_key"
+MESSAGING_DELIVERY_TAG: Final = "messaging.rabbitmq.message.delivery_tag"
+MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
+MESSAGING_CONVERSATION_ID: Final = "messaging.message.conversation_id"
+MESSAGING_BODY_SIZE: Final = "messaging.message.body.size"
+MESSAGING_CONSUMER_GROUP: Final = "messaging.consumer.group.name"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+ERROR_TYPE: Final = "error.type"
+
+# eventscope's own attributes: the event metadata of DESIGN.md "Wire metadata".
+EVENT_TYPE: Final = "eventscope.event.type"
+CAUSATION_ID: Final = "eventscope.causation_id"
+CORRELATION_ID: Final = "eventscope.correlation_id"
+EXCHANGE: Final = "eventscope.exchange"
+QUEUE: Final = "eventscope.queue"
+PRODUCER: Final = "eventscope.producer"
+REDELIVERED: Final = "eventscope.redelivered"
+DEATH_COUNT: Final = "eventscope.x_death.count"
+DEATH_REASON: Final = "eventscope.x_death.reason"
+SETTLE_OUTCOME: Final = "eventscope.settle.outcome"
+SETTLE_REQUEUE: Final = "eventscope.settle.requeue"
+AUTO_ACK: Final = "eventscope.auto_ack"
+
+# Values.
+SYSTEM_RABBITMQ: Final = "rabbitmq"
+OP_SEND: Final = "send"
+OP_PROCESS: Final = "process"
+OP_RECEIVE: Final = "receive"
+OP_SETTLE: Final = "settle"
+DEFAULT_EXCHANGE: Final = "amq.default"
+
+# Outcomes of a delivery (the ``deliveries.outcome`` column of the SQL surface).
+OUTCOME_ACK: Final = "ack"
+OUTCOME_NACK: Final = "nack"
+OUTCOME_REJECT: Final = "reject"
+OUTCOME_REQUEUE: Final = "requeue"
+OUTCOME_ERROR: Final = "error"
+
+# Pre-1.2x names still emitted by other instrumentations, mapped to the current ones.
+LEGACY: Final = {
+    "messaging.destination": MESSAGING_DESTINATION_NAME,
+    "messaging.operation": MESSAGING_OPERATION_TYPE,
+    "messaging.conversation_id": MESSAGING_CONVERSATION_ID,
+    "messaging.message_id": MESSAGING_MESSAGE_ID,
+    "messaging.rabbitmq.routing_key": MESSAGING_ROUTING_KEY,
+    "messaging.message_payload_size_bytes": MESSAGING_BODY_SIZE,
+    "net.peer.name": SERVER_ADDRESS,
+    "net.peer.port": SERVER_PORT,
+}

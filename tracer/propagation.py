@@ -1,0 +1,150 @@
+"""Trace context and event metadata over AMQP headers.
+
+Two jobs, both on the application's hot path and both tolerant of anything a broker or a
+foreign producer puts in a header table:
+
+* **Trace context**: inject/extract with the globally configured OpenTelemetry
+  propagators. The getter decodes ``bytes`` and ignores values that are not strings
+  (``None``, ints, nested tables), so odd headers never raise. With the default W3C
+  propagators, ``traceparent`` is formatted straight from the span context (the generic
+  propagator path costs several microseconds a message).
+* **Event metadata** (DESIGN.md, "Wire metadata"): event IDs (UUIDv7), and the event being
+  handled in the current context, from which published events take their
+  ``x-causation-id`` and ``x-correlation-id``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "CAUSATION_HEADER",
+    "CORRELATION_HEADER",
+    "TRACEPARENT_HEADER",
+    "Handling",
+    "HeaderGetter",
+    "current_handling",
+    "decode_header",
+    "extract",
+    "inject",
+    "new_event_id",
+    "with_handling",
+]
+
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
+CAUSATION_HEADER = "x-causation-id"
+CORRELATION_HEADER = "x-correlation-id"
+_MAX_HEADER_CHARS = 8192  # W3C baggage's own limit; longer values are not trace context
+_HANDLING_KEY = context.create_key("eventscope.handling")
+
+
+def decode_header(value: Any) -> str | None:
+    """A header value as ``str``, or ``None`` when it is not text (or absurdly long)."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str) and len(value) <= _MAX_HEADER_CHARS:
+        return value
+    return None
+
+
+class HeaderGetter(Getter[Mapping[str, Any]]):
+    """Reads AMQP header tables: decodes bytes, ignores non-strings, never raises."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        value = decode_header(carrier.get(key))
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return [key for key in carrier if isinstance(key, str)]
+
+
+_getter = HeaderGetter()
+
+
+def extract(headers: Any, ctx: Context | None = None) -> Context:
+    """The context carried by ``headers`` (any object; non-mappings carry nothing)."""
+    if not isinstance(headers, Mapping) or not headers:
+        return ctx if ctx is not None else context.get_current()
+    return propagate.extract(headers, context=ctx, getter=_getter)
+
+
+def _is_default_w3c() -> bool:
+    textmap = propagate.get_global_textmap()
+    if not isinstance(textmap, CompositePropagator):
+        return False
+    kinds = [type(p) for p in textmap._propagators]
+    return kinds == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+
+
+def inject(headers: MutableMapping[str, Any], span: Span, parent: Context | None = None) -> None:
+    """Write the trace context of ``span`` into ``headers``, keeping keys already there.
+
+    ``parent`` is the context the span was started in (for baggage and non-W3C
+    propagators). An application that supplied its own ``traceparent`` keeps it and gets no
+    other trace header from us: a mixed traceparent/tracestate pair would be wrong.
+    """
+    if TRACEPARENT_HEADER in headers:
+        return
+    if _is_default_w3c() and not baggage.get_all(parent):
+        span_context = span.get_span_context()
+        if span_context.is_valid:
+            headers[TRACEPARENT_HEADER] = (
+                f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+            )
+            if span_context.trace_state and TRACESTATE_HEADER not in headers:
+                headers[TRACESTATE_HEADER] = span_context.trace_state.to_header()
+        return
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span, parent))
+    for key, value in carrier.items():
+        headers.setdefault(key, value)
+
+
+def new_event_id() -> str:
+    """A UUIDv7 (RFC 9562) as text: time-ordered, so IDs sort by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (ms & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76
+        | (rand >> 68 & 0xFFF) << 64
+        | 0b10 << 62
+        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    )
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Handling:
+    """The event being handled in the current context: its ID and its flow's correlation ID."""
+
+    event_id: str | None
+    correlation_id: str | None
+
+
+def with_handling(ctx: Context, event_id: str | None, correlation_id: str | None) -> Context:
+    """``ctx`` plus the event being handled; publishes under it become its effects."""
+    return context.set_value(_HANDLING_KEY, Handling(event_id, correlation_id or event_id), ctx)
+
+
+def current_handling(ctx: Context | None = None) -> Handling | None:
+    """The event being handled in ``ctx`` (default: the current context), if any."""
+    value = context.get_value(_HANDLING_KEY, ctx)
+    return value if isinstance(value, Handling) else None
