@@ -23,6 +23,7 @@ from typing import Any
 
 from eventscope.tracer import attributes as A
 from eventscope.tracer import failures, telemetry
+from eventscope.tracer.lean import tracer_for
 from eventscope.tracer.propagation import (
     CAUSATION_HEADER,
     CORRELATION_HEADER,
@@ -181,7 +182,7 @@ class Settlements:
 class AmqpTracing:
     """The spans and metadata of one instrumented channel (or of ``install()``)."""
 
-    __slots__ = ("_service", "link_mode", "server_address", "server_port", "tracer")
+    __slots__ = ("_library", "_service", "_version", "link_mode", "server_address", "server_port")
 
     def __init__(
         self,
@@ -199,7 +200,13 @@ class AmqpTracing:
         self.server_address = server_address
         self.server_port = server_port
         self._service = service
-        self.tracer = trace.get_tracer(library, version, schema_url=_SCHEMA_URL)
+        self._library = library
+        self._version = version
+
+    @property
+    def tracer(self) -> Any:
+        """The lean tracer when eventscope owns the provider, else the SDK's (see tracer.lean)."""
+        return tracer_for(self._library, self._version, _SCHEMA_URL)
 
     @property
     def service(self) -> str | None:

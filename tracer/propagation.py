@@ -15,7 +15,7 @@ foreign producer puts in a header table:
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -117,9 +117,13 @@ def inject(headers: MutableMapping[str, Any], span: Span, parent: Context | None
 
 
 def new_event_id() -> str:
-    """A UUIDv7 (RFC 9562) as text: time-ordered, so IDs sort by creation time."""
+    """A UUIDv7 (RFC 9562) as text: time-ordered, so IDs sort by creation time.
+
+    The random bits come from ``random`` (reseeded after fork), as OpenTelemetry's span
+    ids do: event IDs must be unique, not unguessable.
+    """
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = random.getrandbits(80)  # like OTel's span ids: unique, not secret, no syscall
     value = (
         (ms & 0xFFFF_FFFF_FFFF) << 80
         | 0x7 << 76
