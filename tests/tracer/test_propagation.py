@@ -31,8 +31,18 @@ def test_decode_header_accepts_text_and_bytes_and_ignores_the_rest():
 def test_extract_reads_bytes_and_survives_hostile_carriers():
     span = trace.get_current_span(extract({"traceparent": _TRACEPARENT.encode()}))
     assert f"{span.get_span_context().trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
-    for headers in (None, 5, "text", [], {}, {"traceparent": 7}, {"traceparent": None},
-                    {"traceparent": {"nested": 1}}, {"traceparent": "x" * 10_000}, {1: 2}):
+    for headers in (
+        None,
+        5,
+        "text",
+        [],
+        {},
+        {"traceparent": 7},
+        {"traceparent": None},
+        {"traceparent": {"nested": 1}},
+        {"traceparent": "x" * 10_000},
+        {1: 2},
+    ):
         assert not trace.get_current_span(extract(headers)).get_span_context().is_valid
     assert HeaderGetter().keys({"a": 1, 2: 3}) == ["a"]
 

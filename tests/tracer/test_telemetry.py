@@ -129,7 +129,10 @@ def test_setup_does_not_add_an_exporter_when_the_app_already_exports_there():
         (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:9999"}, "http://env:9999/v1/traces"),
         (
             None,
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:9999", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x"},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:9999",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x",
+            },
             "http://t/x",
         ),
         ("http://arg:1", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:9999"}, "http://arg:1/v1/traces"),
