@@ -26,7 +26,7 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Span
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -81,7 +81,46 @@ def extract(headers: Any, ctx: Context | None = None) -> Context:
     """The context carried by ``headers`` (any object; non-mappings carry nothing)."""
     if not isinstance(headers, Mapping) or not headers:
         return ctx if ctx is not None else context.get_current()
+    if "baggage" not in headers and _is_default_w3c():
+        parent = _parse_traceparent(decode_header(headers.get(TRACEPARENT_HEADER)))
+        if parent is None:
+            return ctx if ctx is not None else context.get_current()
+        state = decode_header(headers.get(TRACESTATE_HEADER))
+        if state:
+            parent = SpanContext(
+                parent.trace_id,
+                parent.span_id,
+                is_remote=True,
+                trace_flags=parent.trace_flags,
+                trace_state=TraceState.from_header([state]),
+            )
+        return trace.set_span_in_context(NonRecordingSpan(parent), ctx)
     return propagate.extract(headers, context=ctx, getter=_getter)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _parse_traceparent(value: str | None) -> SpanContext | None:
+    """A W3C ``traceparent`` as a remote span context, or ``None`` when it is not valid.
+
+    Same acceptance as OpenTelemetry's TraceContext propagator (version 00 exactly 55
+    characters; later versions may append fields; ``ff`` is invalid; zero ids are invalid).
+    """
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    version, trace_hex, span_hex, flags_hex = value[:2], value[3:35], value[36:52], value[53:55]
+    if version == "ff" or (version == "00" and len(value) != 55) or (len(value) > 55 and value[55] != "-"):
+        return None
+    if not _HEX.issuperset(version + trace_hex + span_hex + flags_hex):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags_hex, 16)))
 
 
 def _is_default_w3c() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 
@@ -15,6 +16,7 @@ from eventscope.tracer.propagation import (
     with_handling,
 )
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 
 _TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -77,3 +79,61 @@ def test_handling_context_carries_event_and_flow_ids():
     handling = current_handling(ctx)
     assert (handling.event_id, handling.correlation_id) == ("evt-1", "evt-1")
     assert current_handling(with_handling(ctx, "evt-2", "flow")).correlation_id == "flow"
+
+
+def _otel_reading(headers):
+    ctx = propagate.extract(headers, context=Context())
+    span_context = trace.get_current_span(ctx).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return (
+        span_context.trace_id,
+        span_context.span_id,
+        int(span_context.trace_flags),
+        str(span_context.trace_state),
+    )
+
+
+def _our_reading(headers):
+    span_context = trace.get_current_span(extract(headers, Context())).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return (
+        span_context.trace_id,
+        span_context.span_id,
+        int(span_context.trace_flags),
+        str(span_context.trace_state),
+    )
+
+
+def test_fast_traceparent_parsing_agrees_with_the_otel_propagator():
+    rng = random.Random(1234)
+    alphabet = "0123456789abcdefABCDEF- \tx"
+    corpus = [
+        _TRACEPARENT,
+        f" {_TRACEPARENT}\t",
+        _TRACEPARENT.upper(),
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        "",
+        "00",
+    ]
+    for _ in range(3000):
+        chars = list(_TRACEPARENT)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(chars))
+            action = rng.random()
+            if action < 0.6:
+                chars[position] = rng.choice(alphabet)
+            elif action < 0.8:
+                del chars[position]
+            else:
+                chars.insert(position, rng.choice(alphabet))
+        corpus.append("".join(chars))
+    for value in corpus:
+        for headers in ({"traceparent": value}, {"traceparent": value, "tracestate": "a=1,b=2"}):
+            assert _our_reading(headers) == _otel_reading(headers), headers
