@@ -51,16 +51,26 @@ def suppressed() -> bool:
     return bool(context.get_value(_SUPPRESS_INSTRUMENTATION_KEY))
 
 
-def _destination(*parts: str) -> str:
-    """``messaging.destination.name`` by the RabbitMQ rules: the non-empty parts joined by ':'."""
-    present = [part for part in parts if part]
-    if len(present) == 3 and present[1] == present[2]:
-        present.pop()
-    return ":".join(present) or A.DEFAULT_EXCHANGE
+def _destination(exchange: str, routing_key: str, queue: str = "") -> str:
+    """``messaging.destination.name`` by the RabbitMQ rules.
+
+    ``exchange:routing_key`` on publish, ``exchange:routing_key:queue`` on consume; empty
+    parts are left out, a queue equal to the routing key is named once, and with nothing
+    left the default exchange is ``amq.default``.
+    """
+    parts = [exchange, routing_key] if queue == routing_key else [exchange, routing_key, queue]
+    return ":".join(part for part in parts if part) or A.DEFAULT_EXCHANGE
 
 
 def _body_size(body: Any) -> int | None:
-    return len(body) if isinstance(body, bytes | bytearray | memoryview | str) else None
+    """Bytes on the wire (pika sends a ``str`` body as UTF-8)."""
+    if isinstance(body, bytes | bytearray):
+        return len(body)
+    if isinstance(body, str):
+        return len(body) if body.isascii() else len(body.encode("utf-8"))
+    if isinstance(body, memoryview):
+        return body.nbytes
+    return None
 
 
 class Publish:
@@ -273,16 +283,18 @@ class AmqpTracing:
         self._network(attributes)
 
         if headers is not None:
-            causation = decode_header(headers.get(CAUSATION_HEADER))
-            if causation is None and handling is not None and handling.event_id:
-                causation = headers[CAUSATION_HEADER] = handling.event_id
-            correlation = decode_header(headers.get(CORRELATION_HEADER))
-            if correlation is None:
+            # "missing" means the key is absent: values the application set stay, whatever their type
+            if CAUSATION_HEADER not in headers and handling is not None and handling.event_id:
+                headers[CAUSATION_HEADER] = handling.event_id
+            if CORRELATION_HEADER not in headers:
                 correlation = handling.correlation_id if handling is not None else None
-                correlation = headers[CORRELATION_HEADER] = correlation or str(event_id)
+                headers[CORRELATION_HEADER] = correlation or str(event_id)
+            causation = decode_header(headers.get(CAUSATION_HEADER))
+            correlation = decode_header(headers.get(CORRELATION_HEADER))
             if causation:
                 attributes[A.CAUSATION_ID] = causation
-            attributes[A.CORRELATION_ID] = correlation
+            if correlation:
+                attributes[A.CORRELATION_ID] = correlation
 
         span = self.tracer.start_span(
             f"publish {exchange or A.DEFAULT_EXCHANGE}",

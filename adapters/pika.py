@@ -38,7 +38,6 @@ instrumented), so each operation yields exactly one span.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import sys
 import threading
@@ -50,7 +49,6 @@ import pika
 from eventscope.tracer import attributes as A
 from eventscope.tracer import failures
 from opentelemetry import context
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.connection import Connection
 from pika.spec import BasicProperties
@@ -64,7 +62,6 @@ logger = logging.getLogger(__name__)
 _LIBRARY = "eventscope.adapters.pika"
 _VERSION = "0.1.0"
 _OTEL_PIKA_MODULE = "opentelemetry.instrumentation.pika"
-_OTEL_PIKA_LOGGER = "opentelemetry.instrumentation.pika.utils"
 
 
 def _copy_properties(properties: BasicProperties | None) -> BasicProperties:
@@ -343,18 +340,11 @@ class TracedBlockingChannel(_ChannelProxy):
         token = None
         try:
             while True:
-                otel_proxy = _otel_generator_patched()
-                guard = _suppress() if otel_proxy else None
-                marker = _IN_EVENTSCOPE_CONSUME.set(True) if otel_proxy else None
                 try:
                     item = next(messages)
                 except StopIteration:
                     return
                 finally:
-                    if marker is not None:
-                        _IN_EVENTSCOPE_CONSUME.reset(marker)
-                    if guard is not None:
-                        context.detach(guard)
                     token, delivery = _close_delivery(token, delivery)
                 method, properties, body = item
                 if method is not None:
@@ -397,9 +387,6 @@ class TracedChannel(_ChannelProxy):
 
 
 # -- generator bookkeeping ---------------------------------------------------------------
-_IN_EVENTSCOPE_CONSUME: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "eventscope_in_consume", default=False
-)
 
 
 def _close_delivery(token: Any, delivery: Delivery | None) -> tuple[None, None]:
@@ -413,45 +400,18 @@ def _close_delivery(token: Any, delivery: Delivery | None) -> tuple[None, None]:
     return None, None
 
 
-def _suppress() -> Any:
-    """Suppress other instrumentations (OTel's pika) for the call we trace ourselves."""
-    return context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-
-
-def _otel_generator_patched() -> bool:
-    """Has opentelemetry-instrumentation-pika patched the consume() generator globally?"""
-    if _OTEL_PIKA_MODULE not in sys.modules:
-        return False
-    from pika.adapters.blocking_connection import _QueueConsumerGeneratorInfo
-
-    patched = hasattr(_QueueConsumerGeneratorInfo.__init__, "__wrapped__")
-    if patched:
-        _quiet_otel_generator_logs()
-    return patched
-
-
-class _DropWhileEventscopeConsumes(logging.Filter):
-    """OTel's generator proxy logs an error when we suppress its span; that is expected."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not _IN_EVENTSCOPE_CONSUME.get()
-
-
-_log_filter = _DropWhileEventscopeConsumes()
-
-
-def _quiet_otel_generator_logs() -> None:
-    otel_logger = logging.getLogger(_OTEL_PIKA_LOGGER)
-    if _log_filter not in otel_logger.filters:
-        otel_logger.addFilter(_log_filter)
-
-
 # -- take over from opentelemetry-instrumentation-pika -----------------------------------
 def _take_over_from_otel(channel: Any) -> None:
-    """Remove OTel pika's per-channel wrappers so an operation yields one span, not two."""
+    """Remove OTel pika's wrappers from ``channel`` so an operation yields one span, not two.
+
+    Its publish/consume wrappers go, and it is told the channel is already instrumented so
+    it adds none later. Callbacks of consumers registered *before* eventscope took over stay
+    as they are (eventscope does not know their queue): they keep OTel's single span.
+    """
     if _OTEL_PIKA_MODULE not in sys.modules:
         return
-    for target in (channel, getattr(channel, "_impl", None)):
+    impl = getattr(channel, "_impl", None)
+    for target in (channel, impl):
         if target is None:
             continue
         own = vars(target)
@@ -461,16 +421,39 @@ def _take_over_from_otel(channel: Any) -> None:
                 hasattr(function, "_original_function") or hasattr(function, "__wrapped__")
             ):
                 delattr(target, name)
-        for info in (own.get("_consumer_infos") or {}).values():
-            callback = getattr(info, "on_message_callback", None)
-            if hasattr(callback, "_original_callback") and not hasattr(callback, "__wrapped__"):
-                info.on_message_callback = callback._original_callback
-        consumers = own.get("_consumers")
-        if isinstance(consumers, dict):
-            for tag, callback in list(consumers.items()):
-                if hasattr(callback, "_original_callback") and not hasattr(callback, "__wrapped__"):
-                    consumers[tag] = callback._original_callback
         target._is_instrumented_by_opentelemetry = True
+    # Under a BlockingChannel, OTel's global instrumentation also wraps the internal
+    # delivery callbacks of the channel underneath: a second span for every delivery.
+    consumers = getattr(impl, "_consumers", None) if impl is not None else None
+    if isinstance(consumers, dict):
+        for tag, callback in list(consumers.items()):
+            if hasattr(callback, "_original_callback"):
+                consumers[tag] = callback._original_callback
+
+
+def _unwrap_generator_events(channel: Any) -> None:
+    """Keep OTel's global ``consume()`` proxy off the generators of a channel we trace.
+
+    OTel's ``PikaInstrumentor().instrument()`` replaces every consume generator's event
+    deque with a proxy that starts a span per message. pika creates that deque and then
+    calls ``_basic_consume_impl`` before it pops the first message; an instance-level hook
+    there swaps the proxy for the plain deque, for this channel only.
+    """
+    original = getattr(type(channel), "_basic_consume_impl", None)
+    if original is None or "_basic_consume_impl" in vars(channel):
+        return
+
+    def basic_consume_impl(*args: Any, **kwargs: Any) -> Any:
+        try:
+            generator = channel._queue_consumer_generator
+            events = getattr(generator, "pending_events", None)
+            if kwargs.get("alternate_event_sink") is not None and hasattr(events, "_self_tracer"):
+                generator.pending_events = events.__wrapped__
+        except Exception as exc:
+            failures.record("take over from opentelemetry-instrumentation-pika", exc)
+        return original(channel, *args, **kwargs)
+
+    channel._basic_consume_impl = basic_consume_impl
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -502,6 +485,8 @@ def instrument_channel(channel: Any, *, service: str | None = None, link_mode: s
     )
     try:
         _take_over_from_otel(channel)
+        if proxy_type is TracedBlockingChannel:
+            _unwrap_generator_events(channel)
     except Exception as exc:
         failures.record("take over from opentelemetry-instrumentation-pika", exc)
     return proxy_type(channel, tracing)
