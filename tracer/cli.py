@@ -1,2 +1,288 @@
-def main():
-    print("hi")
+"""The ``eventscope`` command: ``collect``, ``sql`` and ``demo``.
+
+Commands are thin: they parse flags and call the collector, :mod:`queries` or the demo.
+Exit codes: 0 success, 1 the query or the collector failed, 2 bad usage (argparse's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main", "parse_bytes", "parse_duration"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_LISTEN = "127.0.0.1:4318"
+_DEFAULT_API = "http://127.0.0.1:4318"
+_DEFAULT_DB = "eventscope.duckdb"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 15m, 12h, 7d)")
+    return float(match.group(1)) * _DURATION_UNITS.get(match.group(2) or "s", 1)
+
+
+def parse_bytes(text: str) -> int:
+    """``1048576``, ``32MiB``, ``16MB`` → bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]i?b|b)?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4194304, 32MiB, 16MB)")
+    value = int(match.group(1)) * _BYTE_UNITS[match.group(2) or ""]
+    if value < 1:
+        raise argparse.ArgumentTypeError("size must be positive")
+    return value
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("seconds must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventscope",
+        description="Debugging and observability for event-driven systems on RabbitMQ.",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    collect = commands.add_parser(
+        "collect",
+        help="run the collector: OTLP/HTTP in, DuckDB store, read API",
+        description=(
+            "Receive OTLP/HTTP spans on /v1/traces, store events, deliveries and causal edges in a "
+            "DuckDB file (this process is its only writer), serve /api/sql, /api/orphans, "
+            "/api/events/ID, /api/chain/ID, /healthz and /metrics. SIGTERM/SIGINT flush, close and "
+            "exit 0."
+        ),
+    )
+    collect.add_argument(
+        "--db", default=_DEFAULT_DB, metavar="PATH", help=f"DuckDB file (default {_DEFAULT_DB})"
+    )
+    collect.add_argument(
+        "--listen",
+        type=_listen,
+        default=_listen(_DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help=f"HTTP listener (default {_DEFAULT_LISTEN})",
+    )
+    collect.add_argument(
+        "--grace",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long an event may wait for delivery/settle before it is an orphan (default 30)",
+    )
+    collect.add_argument(
+        "--retention",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="delete data older than this, e.g. 7d or 12h (default: keep everything)",
+    )
+    collect.add_argument(
+        "--max-body",
+        type=parse_bytes,
+        default=32 * 2**20,
+        metavar="BYTES",
+        help="largest OTLP request accepted, after decompression (default 32MiB); larger → 413",
+    )
+
+    sql = commands.add_parser(
+        "sql",
+        help="run one read-only SQL query",
+        description=(
+            "Run one read-only SELECT against the public schema (spans, events, deliveries, "
+            "causal_edges, orphans, alerts, chain(ID)). Against a running collector use --api; "
+            "--db opens a file no collector holds."
+        ),
+    )
+    target = sql.add_mutually_exclusive_group()
+    target.add_argument("--db", metavar="PATH", help="DuckDB file to open read-only (no collector running)")
+    target.add_argument(
+        "--api",
+        metavar="URL",
+        help=f"collector base URL (default $EVENTSCOPE_API or {_DEFAULT_API})",
+    )
+    sql.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="output (default table)"
+    )
+    sql.add_argument("query", metavar="SQL", help='e.g. "SELECT * FROM orphans"')
+
+    demo = commands.add_parser(
+        "demo",
+        help="collector + dashboard + a small shop on RabbitMQ producing healthy chains and orphans",
+        description=(
+            "Start a collector and a demo shop on RabbitMQ (one process per service), print a live "
+            "summary, and stop everything on Ctrl-C or after --duration."
+        ),
+    )
+    from eventscope.demo import runner
+
+    runner.add_arguments(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet = args.command in ("sql", "demo")  # their output is for people; library chatter is not
+    level = max(logging.WARNING, _level(args.log_level)) if quiet else _level(args.log_level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "collect":
+        return _collect(args)
+    if args.command == "sql":
+        return _sql(args)
+    if args.command == "demo":
+        from eventscope.demo import runner
+
+        return runner.main(args)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def _level(name: str) -> int:
+    return logging.getLevelName(name.upper())
+
+
+# -- collect ----------------------------------------------------------------------------------
+def _collect(args: argparse.Namespace) -> int:
+    from eventscope.tracer.collector import CollectorConfig, serve
+    from eventscope.tracer.store import StoreLocked
+
+    host, port = args.listen
+    config = CollectorConfig(
+        db_path=args.db, grace_s=args.grace, retention_s=args.retention, max_body=args.max_body
+    )
+    # uvicorn re-raises the signal that stopped it to the handlers it found: make those ours,
+    # so a SIGTERM/SIGINT shutdown (flushed and closed) ends with exit status 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    try:
+        serve(config, host=host, port=port, log_level=args.log_level)
+    except StoreLocked as exc:
+        print(f"eventscope collect: {exc}", file=sys.stderr)
+        return 1
+    logger.info("collector stopped; %s closed", args.db)
+    return 0
+
+
+# -- sql --------------------------------------------------------------------------------------
+def _sql(args: argparse.Namespace) -> int:
+    if args.db:
+        columns, rows, truncated = _sql_file(args.db, args.query)
+    else:
+        columns, rows, truncated = _sql_api(
+            args.api or os.environ.get("EVENTSCOPE_API") or _DEFAULT_API, args.query
+        )
+    if columns is None:
+        return 1
+    sys.stdout.write(_format(args.format, columns, rows))
+    if truncated:
+        print(f"eventscope sql: output cut at {len(rows)} rows by the collector's row cap", file=sys.stderr)
+    return 0
+
+
+def _sql_file(path: str, sql: str) -> tuple[list[str] | None, list[list[Any]], bool]:
+    from eventscope.tracer import queries
+    from eventscope.tracer.store import StoreLocked, connect_read_only
+
+    try:
+        connection = connect_read_only(path)
+    except StoreLocked as exc:
+        print(f"eventscope sql: {exc}", file=sys.stderr)
+        return None, [], False
+    except FileNotFoundError as exc:
+        print(f"eventscope sql: {exc}", file=sys.stderr)
+        return None, [], False
+    try:
+        result = queries.run_sql(connection, sql, max_rows=None, timeout_s=None)
+    except (queries.SqlRejected, queries.SqlError, queries.SqlTimeout) as exc:
+        print(f"eventscope sql: {exc}", file=sys.stderr)
+        return None, [], False
+    finally:
+        connection.close()
+    return result.columns, [[queries.jsonable(v) for v in row] for row in result.rows], False
+
+
+def _sql_api(api: str, sql: str) -> tuple[list[str] | None, list[list[Any]], bool]:
+    import httpx
+
+    url = api.rstrip("/") + "/api/sql"
+    try:
+        response = httpx.post(url, json={"sql": sql}, timeout=60.0)
+    except httpx.HTTPError as exc:
+        print(
+            f"eventscope sql: cannot reach the collector at {api} ({exc}); is `eventscope collect` "
+            "running? Without a collector, use --db PATH",
+            file=sys.stderr,
+        )
+        return None, [], False
+    try:
+        document = response.json()
+    except ValueError:
+        document = {}
+    if response.status_code != 200:
+        message = document.get("error") if isinstance(document, dict) else None
+        print(f"eventscope sql: {message or response.text or response.status_code}", file=sys.stderr)
+        return None, [], False
+    return document["columns"], document["rows"], bool(document.get("truncated"))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _format(kind: str, columns: list[str], rows: list[list[Any]]) -> str:
+    if kind == "json":
+        return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2) + "\n"
+    if kind == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_cell(v) for v in row] for row in rows)
+        return out.getvalue()
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""``eventscope demo``: collector + demo shop on the local broker, a live summary, a clean stop.
+
+Everything runs as child processes of this one: the collector (``eventscope collect``) and
+one process per shop service. Ctrl-C or ``--duration`` stops the services first (so their
+last spans are exported), then the collector (which flushes and closes its database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pika
+
+from . import topology
+
+_DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+_DEFAULT_LISTEN = "127.0.0.1:4318"
+_SERVICES = ("payments", "inventory", "shipping", "notifications", "orders")
+_GRACE_S = 10
+_SUMMARY_EVERY_S = 2.0
+_BROKER_HELP = """\
+eventscope demo needs RabbitMQ at {url}.
+Start one with either of:
+  docker compose up -d rabbitmq                 (from the eventscope repository)
+  sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
+or point the demo at yours: eventscope demo --amqp-url amqp://USER:PASS@HOST:5672/VHOST"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options (shared by ``eventscope demo`` and ``python -m eventscope.demo``)."""
+    parser.add_argument("--amqp-url", default=os.environ.get("EVENTSCOPE_AMQP_URL", _DEFAULT_AMQP_URL))
+    parser.add_argument("--db", default="eventscope-demo.duckdb", help="DuckDB file the collector writes")
+    parser.add_argument("--listen", default=_DEFAULT_LISTEN, help="collector address (OTLP + API)")
+    parser.add_argument("--rate", type=float, default=5.0, help="orders per second")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--no-browser", action="store_true", help="do not open the dashboard")
+    parser.add_argument("--keep-topology", action="store_true", help="leave the demo queues on the broker")
+
+
+def _broker_ok(url: str) -> bool:
+    try:
+        params = pika.URLParameters(url)
+        params.connection_attempts = 1
+        params.socket_timeout = 3
+        pika.BlockingConnection(params).close()
+        return True
+    except Exception:
+        return False
+
+
+def _get(url: str, timeout: float = 2.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def query(api: str, sql: str) -> list[dict[str, Any]]:
+    """Rows of ``sql`` from the collector's read-only SQL API, as dicts."""
+    url = f"{api}/api/sql?" + urllib.parse.urlencode({"q": sql})
+    result = json.loads(_get(url, timeout=10))
+    return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+
+
+def _wait_healthy(api: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the collector exited with status {process.returncode}")
+        try:
+            _get(f"{api}/healthz")
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"the collector did not answer on {api} within {timeout:.0f}s")
+
+
+_SUMMARY = """
+select (select count(*) from events) as events,
+       (select count(*) from deliveries) as deliveries,
+       (select count(*) from orphans) as orphans
+"""
+_ORPHANS_BY_REASON = "select reason, count(*) as n from orphans group by reason order by n desc"
+
+
+def _summary(api: str) -> str:
+    try:
+        (row,) = query(api, _SUMMARY)
+        return f"events {row['events']} · deliveries {row['deliveries']} · orphans {row['orphans']}"
+    except Exception as exc:  # the summary is a courtesy: never stop the demo for it
+        return f"(summary unavailable: {exc})"
+
+
+def main(args: argparse.Namespace) -> int:
+    if not _broker_ok(args.amqp_url):
+        print(_BROKER_HELP.format(url=args.amqp_url), file=sys.stderr)
+        return 2
+    api = f"http://{args.listen}"
+    params = pika.URLParameters(args.amqp_url)
+    connection = pika.BlockingConnection(params)
+    topology.declare(connection.channel())
+    connection.close()
+
+    children: list[subprocess.Popen[bytes]] = []
+    collector = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "eventscope.tracer.cli", "--log-level", "warning", "collect"),
+            *("--db", str(Path(args.db)), "--listen", args.listen, "--grace", str(_GRACE_S)),
+        ]
+    )
+    error = None
+    final = ""
+    try:
+        _wait_healthy(api, collector)
+        for service in _SERVICES:
+            command = [sys.executable, "-m", "eventscope.demo.services", service]
+            command += ["--amqp-url", args.amqp_url, "--endpoint", api, "--rate", str(args.rate)]
+            children.append(subprocess.Popen(command))
+        print(f"eventscope demo: collector and SQL API on {api}, database {args.db}")
+        print(f"  services: {', '.join(_SERVICES)} on {args.amqp_url.rsplit('@', 1)[-1]}")
+        print(f'  try: eventscope sql --api {api} "select reason, count(*) from orphans group by 1"')
+        until = f"; stopping by itself after {args.duration:.0f}s" if args.duration else ""
+        print(f"  Ctrl-C stops everything{until}", flush=True)
+        _watch(api, children, args.duration)
+    except KeyboardInterrupt:
+        print("\nstopping…")
+    except RuntimeError as exc:
+        error = str(exc)
+    finally:
+        _stop(children)
+        time.sleep(1.0)  # the services' last spans reach the collector
+        if collector.poll() is None:
+            final = _final_report(api)
+        _stop([collector])
+        if not args.keep_topology:
+            _delete_topology(params)
+    if error:
+        print(f"eventscope demo: {error}", file=sys.stderr)
+        return 1
+    print(final)
+    return 0
+
+
+def _watch(api: str, children: list[subprocess.Popen[bytes]], duration: float | None) -> None:
+    """Print a summary line every few seconds until ``duration`` (or forever)."""
+    started = time.monotonic()
+    while duration is None or time.monotonic() - started < duration:
+        left = (duration - (time.monotonic() - started)) if duration else _SUMMARY_EVERY_S
+        time.sleep(min(_SUMMARY_EVERY_S, max(0.1, left)))
+        print(f"  [{time.monotonic() - started:5.0f}s] {_summary(api)}", flush=True)
+        for child in children:
+            if child.poll() is not None:
+                raise RuntimeError(f"demo service {child.args[3]} exited with status {child.returncode}")
+
+
+def _delete_topology(params: pika.URLParameters) -> None:
+    try:
+        connection = pika.BlockingConnection(params)
+        topology.delete(connection.channel())
+        connection.close()
+    except Exception as exc:
+        print(f"could not remove the demo topology: {exc}", file=sys.stderr)
+
+
+def _final_report(api: str) -> str:
+    try:
+        lines = [f"final: {_summary(api)}", "orphans by reason:"]
+        lines += [f"  {row['reason']:<15} {row['n']}" for row in query(api, _ORPHANS_BY_REASON)]
+        return "\n".join(lines)
+    except Exception as exc:
+        return f"(final report unavailable: {exc})"
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

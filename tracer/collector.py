@@ -1,0 +1,385 @@
+"""The collector: OTLP/HTTP in, the store, and the read API out, as one Starlette app.
+
+Routes (every listener binds 127.0.0.1 unless told otherwise):
+
+* ``POST /v1/traces`` — OTLP/HTTP, protobuf or JSON, optionally gzip. 200 (an
+  ``ExportTraceServiceResponse``, with ``partial_success`` when spans were rejected) only once
+  the batch is committed; 400 + ``google.rpc.Status`` for undecodable bodies; 413 above
+  ``max_body`` bytes after decompression; 415 for unknown content types or encodings; 503 +
+  ``Retry-After`` when the write queue is full (OTLP exporters retry 503, not 429).
+* ``GET|POST /api/sql`` — one read-only SELECT, sandboxed, time-limited, row-capped (JSON).
+* ``GET /api/orphans``, ``GET /api/events/{id}``, ``GET /api/chain/{id}`` — the common questions.
+* ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+
+Handlers are thin: decoding lives in :mod:`otlp`, rows in :mod:`normaliser`, writing in
+:mod:`writer`/:mod:`store`, every read in :mod:`queries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from eventscope.tracer import otlp, queries
+from eventscope.tracer.normaliser import Normalised, normalise
+from eventscope.tracer.store import Store
+from eventscope.tracer.writer import DROP_POLICY, WriteQueueFull, Writer
+
+__all__ = ["Collector", "CollectorConfig", "create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_MAX_BODY = 32 * 1024 * 1024
+_DEFAULT_RETRY_AFTER_S = 1
+_DEFAULT_SQL_TIMEOUT_S = 10.0
+_DEFAULT_SQL_MAX_ROWS = 10_000
+_DEFAULT_SQL_CONCURRENCY = 2
+_DEFAULT_SQL_MAX_WAITING = 16
+_DEFAULT_MAX_ATTRIBUTES = 1024
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Everything ``eventscope collect`` can be told; the defaults are the documented ones."""
+
+    db_path: str
+    grace_s: float = 30.0
+    retention_s: float | None = None
+    max_body: int = _DEFAULT_MAX_BODY
+    max_pending_batches: int = 64
+    max_attributes: int = _DEFAULT_MAX_ATTRIBUTES
+    retry_after_s: int = _DEFAULT_RETRY_AFTER_S
+    sql_timeout_s: float = _DEFAULT_SQL_TIMEOUT_S
+    sql_max_rows: int = _DEFAULT_SQL_MAX_ROWS
+    sql_concurrency: int = _DEFAULT_SQL_CONCURRENCY
+    sql_max_waiting: int = _DEFAULT_SQL_MAX_WAITING
+    memory_limit: str = "1GB"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_body < 1:
+            raise ValueError("max_body must be positive")
+        if self.grace_s < 0:
+            raise ValueError("grace_s must be >= 0")
+        if self.retention_s is not None and self.retention_s <= 0:
+            raise ValueError("retention_s must be positive")
+
+
+class Collector:
+    """The store, its writer thread and the counters /metrics reports."""
+
+    def __init__(self, config: CollectorConfig, store: Store, writer: Writer) -> None:
+        self.config = config
+        self.store = store
+        self.writer = writer
+        self.counters: Counter[str] = Counter()
+        self.responses: Counter[int] = Counter()
+        self._sql_limiter: anyio.CapacityLimiter | None = None
+
+    @classmethod
+    def open(cls, config: CollectorConfig) -> Collector:
+        """Open the store (raises ``StoreLocked`` if another process holds it), start writing."""
+        store = Store.open(
+            config.db_path, grace_s=config.grace_s, memory_limit=config.memory_limit, threads=config.threads
+        )
+        writer = Writer(store, max_pending=config.max_pending_batches, retention_s=config.retention_s)
+        return cls(config, store, writer.start())
+
+    def close(self) -> None:
+        """Write what is queued, then checkpoint and close the store; idempotent."""
+        self.writer.close()
+        self.store.close()
+
+    @property
+    def sql_limiter(self) -> anyio.CapacityLimiter:
+        if self._sql_limiter is None:  # created inside the event loop
+            self._sql_limiter = anyio.CapacityLimiter(self.config.sql_concurrency)
+        return self._sql_limiter
+
+    def decode(self, body: bytes, encoding: str | None, media: str) -> Normalised:
+        """Body → rows; raises the :mod:`otlp` errors. Runs in a worker thread."""
+        raw = otlp.decompress(body, encoding, max_size=self.config.max_body)
+        request = otlp.decode(raw, media)
+        return normalise(request, max_attributes=self.config.max_attributes)
+
+    def metrics(self) -> str:
+        """Prometheus text exposition of the collector's own health."""
+        lineage = self.store.lineage
+        c = self.counters
+        families: list[tuple[str, str, str, list[tuple[str, float]]]] = [
+            ("spans_received_total", "counter", "Spans decoded (OTLP).", [("", c["spans_received"])]),
+            ("spans_accepted_total", "counter", "Spans committed to the store.", [("", c["spans_accepted"])]),
+            ("spans_rejected_total", "counter", "Invalid spans.", [("", c["spans_rejected"])]),
+            (
+                "requests_refused_total",
+                "counter",
+                f"OTLP requests refused with 503: write queue full (policy {DROP_POLICY}).",
+                [("", self.writer.refused)],
+            ),
+            ("write_failures_total", "counter", "Batches not written.", [("", self.writer.failed)]),
+            (
+                "dropped_total",
+                "counter",
+                "Lineage needs given up (a causal edge, delivery event id or settle outcome lost).",
+                [('{reason="overflow"}', lineage.dropped), ('{reason="expired"}', lineage.expired)],
+            ),
+            ("write_queue_depth", "gauge", "Batches waiting for the writer.", [("", self.writer.depth)]),
+            ("write_queue_capacity", "gauge", "Write queue bound.", [("", self.writer.max_pending)]),
+            ("lineage_waiting", "gauge", "Needs parked until a span arrives.", [("", lineage.waiting)]),
+            (
+                "http_responses_total",
+                "counter",
+                "OTLP responses by status code.",
+                [(f'{{code="{code}"}}', n) for code, n in sorted(self.responses.items())],
+            ),
+        ]
+        lines: list[str] = []
+        for name, kind, help_text, samples in families:
+            lines.append(f"# HELP eventscope_{name} {help_text}")
+            lines.append(f"# TYPE eventscope_{name} {kind}")
+            lines.extend(f"eventscope_{name}{labels} {value:g}" for labels, value in samples)
+        return "\n".join(lines) + "\n"
+
+
+# -- handlers ---------------------------------------------------------------------------------
+def _status(
+    media: str, status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        otlp.encode_status(media, code=code, message=message),
+        status_code=status,
+        media_type=media,
+        headers=headers,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            return None
+    return bytes(chunks)
+
+
+async def _traces(request: Request) -> Response:
+    collector: Collector = request.app.state.collector
+    response = await _export(collector, request)
+    collector.responses[response.status_code] += 1
+    return response
+
+
+async def _export(collector: Collector, request: Request) -> Response:
+    try:
+        media = otlp.media_type(request.headers.get("content-type"))
+    except otlp.UnsupportedMediaType as exc:
+        return _status(otlp.PROTOBUF, 415, otlp.CODE_INVALID_ARGUMENT, str(exc))
+    limit = collector.config.max_body
+    body = await _read_body(request, limit)
+    if body is None:
+        return _status(media, 413, otlp.CODE_RESOURCE_EXHAUSTED, f"body above the limit of {limit} bytes")
+    try:
+        batch = await anyio.to_thread.run_sync(
+            collector.decode, body, request.headers.get("content-encoding"), media
+        )
+    except otlp.UnsupportedMediaType as exc:
+        return _status(media, 415, otlp.CODE_INVALID_ARGUMENT, str(exc))
+    except otlp.TooLarge as exc:
+        return _status(media, 413, otlp.CODE_RESOURCE_EXHAUSTED, str(exc))
+    except otlp.DecodeError as exc:
+        return _status(media, 400, otlp.CODE_INVALID_ARGUMENT, str(exc))
+    collector.counters["spans_received"] += batch.accepted + batch.rejected
+    collector.counters["spans_rejected"] += batch.rejected
+    if batch.accepted:
+        try:
+            future = collector.writer.submit(batch)
+        except WriteQueueFull as exc:
+            retry = str(collector.config.retry_after_s)
+            return _status(media, 503, otlp.CODE_UNAVAILABLE, str(exc), headers={"Retry-After": retry})
+        try:
+            await asyncio.wrap_future(future)
+        except Exception:
+            logger.exception("a batch could not be stored")
+            return _status(media, 500, otlp.CODE_UNAVAILABLE, "the batch could not be stored")
+        collector.counters["spans_accepted"] += batch.accepted
+    body = otlp.encode_response(media, rejected_spans=batch.rejected, error_message=batch.error_message())
+    return Response(body, status_code=200, media_type=media)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_query(collector: Collector, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a query function on a fresh reader in the SQL worker pool (bounded)."""
+    limiter = collector.sql_limiter
+    if limiter.statistics().tasks_waiting >= collector.config.sql_max_waiting:
+        raise WriteQueueFull("too many queries waiting")
+
+    def run() -> Any:
+        connection = collector.store.reader()
+        try:
+            return function(connection, *args, **kwargs)
+        finally:
+            connection.close()
+
+    return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+
+async def _guarded(collector: Collector, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await _read_query(collector, function, *args, **kwargs)
+    except WriteQueueFull as exc:
+        return _error(503, str(exc))
+    except queries.SqlTimeout as exc:
+        return _error(408, str(exc))
+    except (queries.SqlRejected, queries.SqlError) as exc:
+        return _error(400, str(exc))
+
+
+async def _sql(request: Request) -> Response:
+    collector: Collector = request.app.state.collector
+    if request.method == "GET":
+        sql = request.query_params.get("q")
+    else:
+        raw = await _read_body(request, 1024 * 1024)
+        if raw is None:
+            return _error(413, "query text above 1 MiB")
+        sql = raw.decode("utf-8", "replace")
+        if (request.headers.get("content-type") or "").startswith("application/json"):
+            try:
+                document = json.loads(sql)
+            except ValueError:
+                return _error(400, "body is not JSON")
+            sql = document.get("sql") if isinstance(document, dict) else None
+    if not isinstance(sql, str) or not sql.strip():
+        return _error(400, 'no query: use GET /api/sql?q=... or POST a body (text, or JSON {"sql": ...})')
+    result = await _guarded(
+        collector,
+        queries.run_sql,
+        sql,
+        max_rows=collector.config.sql_max_rows,
+        timeout_s=collector.config.sql_timeout_s,
+    )
+    if isinstance(result, Response):
+        return result
+    return JSONResponse(result.to_json())
+
+
+async def _orphans(request: Request) -> Response:
+    collector: Collector = request.app.state.collector
+    params = request.query_params
+    try:
+        grace = float(params["grace"]) if "grace" in params else None
+        limit = int(params.get("limit", "1000"))
+    except ValueError:
+        return _error(400, "grace must be a number of seconds and limit an integer")
+    reason = params.get("reason")
+    result = await _guarded(collector, queries.orphans, reason=reason, grace_s=grace, limit=limit)
+    if isinstance(result, Response):
+        return result
+    return JSONResponse({"orphans": result})
+
+
+async def _event(request: Request) -> Response:
+    collector: Collector = request.app.state.collector
+    event_id = request.path_params["event_id"]
+    result = await _guarded(collector, queries.event, event_id)
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return _error(404, f"no event {event_id!r}")
+    return JSONResponse(result)
+
+
+async def _chain(request: Request) -> Response:
+    collector: Collector = request.app.state.collector
+    event_id = request.path_params["event_id"]
+    result = await _guarded(collector, queries.chain, event_id)
+    if isinstance(result, Response):
+        return result
+    return JSONResponse({"event_id": event_id, "chain": result})
+
+
+async def _healthz(request: Request) -> Response:
+    collector: Collector = request.app.state.collector
+    alive = collector.writer.alive
+    body = {"status": "ok" if alive else "writer stopped", "write_queue_depth": collector.writer.depth}
+    return JSONResponse(body, status_code=200 if alive else 503)
+
+
+async def _metrics(request: Request) -> Response:
+    collector: Collector = request.app.state.collector
+    return PlainTextResponse(collector.metrics(), media_type="text/plain; version=0.0.4")
+
+
+def create_app(collector: Collector) -> Starlette:
+    """The ASGI app over an open collector; its lifespan shutdown closes the collector."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(collector.close)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/traces", _traces, methods=["POST"]),
+            Route("/api/sql", _sql, methods=["GET", "POST"]),
+            Route("/api/orphans", _orphans, methods=["GET"]),
+            Route("/api/events/{event_id:path}", _event, methods=["GET"]),
+            Route("/api/chain/{event_id:path}", _chain, methods=["GET"]),
+            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/metrics", _metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.collector = collector
+    return app
+
+
+def serve(
+    config: CollectorConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4318,
+    sock: socket.socket | None = None,
+    log_level: str = "info",
+    on_server: Callable[[uvicorn.Server], None] | None = None,
+) -> uvicorn.Server:
+    """Run the collector until the server is told to exit (SIGINT/SIGTERM in the main thread,
+    or ``server.should_exit = True``); the store is flushed and closed before this returns.
+    """
+    Path(config.db_path).parent.mkdir(parents=True, exist_ok=True)
+    collector = Collector.open(config)
+    try:
+        app = create_app(collector)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+        )
+        if on_server is not None:  # lets an embedding thread stop it (server.should_exit)
+            on_server(server)
+        server.run(sockets=[sock] if sock is not None else None)
+    finally:
+        collector.close()
+    return server

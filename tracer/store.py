@@ -1,0 +1,387 @@
+"""The DuckDB store: the collector is its single writer, everything else reads.
+
+What callers can rely on:
+
+* :meth:`Store.open` creates or migrates the file (``schema_version`` records each applied
+  version), recreates the views and macros of the public SQL surface, and then *locks the
+  database configuration*: external access (files, network, ``ATTACH``, ``COPY``,
+  ``INSTALL``) is off for every connection of the process, extensions are neither installed
+  nor loaded on demand, and no statement can change that afterwards. Read connections from
+  :meth:`Store.reader` (the SQL API) run under that sandbox.
+* :meth:`Store.append` writes batches in one transaction with Arrow appends, never
+  row-by-row, and is idempotent on ``(trace_id, span_id)``: the same batch twice is stored
+  once. When it returns, the batch is committed.
+* Only the writer thread calls :meth:`append`, :meth:`resolve_missing` and :meth:`retain`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from eventscope.tracer.lineage import Lineage, Resolution
+from eventscope.tracer.normaliser import Normalised, SpanNode
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreLocked", "connect_read_only"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_DEFAULT_GRACE_S = 30.0
+_DEFAULT_MEMORY_LIMIT = "1GB"
+_MIGRATIONS = {1: "schema.sql"}  # version → file; later versions add ALTER/CREATE scripts
+_VIEWS = "views.sql"
+_KIND_CODES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
+_SANDBOX = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+
+_TS = pa.timestamp("us", tz="UTC")
+_SPANS = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("parent_span_id", pa.string()),
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("service", pa.string()),
+        ("start_time", _TS),
+        ("end_time", _TS),
+        ("duration_ms", pa.float64()),
+        ("status", pa.string()),
+        ("attributes", pa.string()),
+        ("links", pa.string()),
+        ("event_id", pa.string()),
+    ]
+)
+_EVENTS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("exchange", pa.string()),
+        ("routing_key", pa.string()),
+        ("producer_service", pa.string()),
+        ("published_at", _TS),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("causation_id", pa.string()),
+        ("correlation_id", pa.string()),
+        ("routed_queues", pa.list_(pa.string())),
+        ("payload_size", pa.int64()),
+        ("source", pa.string()),
+    ]
+)
+_DELIVERIES = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("queue", pa.string()),
+        ("consumer_service", pa.string()),
+        ("received_at", _TS),
+        ("settled_at", _TS),
+        ("outcome", pa.string()),
+        ("redelivered", pa.bool_()),
+        ("error", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+    ]
+)
+_EDGES = pa.schema([("cause_event_id", pa.string()), ("effect_event_id", pa.string()), ("via", pa.string())])
+_KEYS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string())])
+
+
+class StoreLocked(RuntimeError):
+    """Another process (a running collector) holds the database file."""
+
+
+@dataclass
+class Counts:
+    """Rows written since open, for /metrics."""
+
+    spans: int = 0
+    batches: int = 0
+
+
+def _read_sql(name: str) -> str:
+    return resources.files("eventscope.tracer").joinpath(name).read_text(encoding="utf-8")
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return "lock" in str(exc).lower()
+
+
+def connect_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """Open a database file read-only (post-mortem, no collector running), sandboxed.
+
+    Raises :class:`StoreLocked` when a running collector holds the file: DuckDB lets no other
+    process open it then, not even read-only; ask the collector's ``/api/sql`` instead.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no eventscope database at {path}")
+    try:
+        return duckdb.connect(str(path), read_only=True, config=dict(_SANDBOX))
+    except duckdb.IOException as exc:
+        if _is_lock_error(exc):
+            raise StoreLocked(
+                f"{path} is held by another process (a running collector?): DuckDB allows one "
+                "process per file. Query the collector instead, e.g. --api http://127.0.0.1:4318"
+            ) from exc
+        raise
+
+
+class Store:
+    """The database of one collector. Create with :meth:`open`."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str, lineage: Lineage) -> None:
+        self._connection = connection
+        self.path = path
+        self.lineage = lineage
+        self.counts = Counts()
+        self._had_rows_at_open = False
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        grace_s: float = _DEFAULT_GRACE_S,
+        memory_limit: str = _DEFAULT_MEMORY_LIMIT,
+        threads: int | None = None,
+        lineage: Lineage | None = None,
+    ) -> Store:
+        """Open (creating or migrating) the database at ``path`` for writing.
+
+        ``memory_limit`` and ``threads`` bound the whole process's DuckDB, the SQL API's
+        queries included. Raises :class:`StoreLocked` if another process holds the file.
+        """
+        if grace_s < 0:
+            raise ValueError("grace_s must be >= 0")
+        config: dict[str, Any] = dict(_SANDBOX, memory_limit=memory_limit)
+        if threads is not None:
+            config["threads"] = threads
+        try:
+            connection = duckdb.connect(str(path), config=config)
+        except duckdb.IOException as exc:
+            if _is_lock_error(exc):
+                raise StoreLocked(f"{path} is held by another process (another collector?)") from exc
+            raise
+        try:
+            _migrate(connection)
+            connection.execute(_read_sql(_VIEWS))
+            connection.execute(
+                "INSERT OR REPLACE INTO collector_settings VALUES ('grace_s', ?)", [repr(float(grace_s))]
+            )
+            connection.execute("SET lock_configuration = true")
+            store = cls(connection, str(path), lineage or Lineage())
+            (count,) = connection.execute("SELECT count(*) FROM spans").fetchall()[0]
+            store._had_rows_at_open = count > 0
+        except BaseException:
+            connection.close()
+            raise
+        logger.info("store %s open (schema version %d)", path, SCHEMA_VERSION)
+        return store
+
+    # -- reading --------------------------------------------------------------------------
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to this database for one reader (a thread or one query).
+
+        It shares the process's locked, sandboxed configuration; it is *not* read-only by
+        itself: :mod:`eventscope.tracer.queries` only runs single SELECT statements on it, in
+        a transaction it rolls back.
+        """
+        return self._connection.cursor()
+
+    # -- writing (writer thread only) ---------------------------------------------------
+    def append(self, batches: list[Normalised]) -> None:
+        """Store ``batches`` in one transaction; committed when this returns."""
+        resolution = Resolution()
+        for batch in batches:
+            result = self.lineage.apply(batch)
+            resolution.edges |= result.edges
+            resolution.delivery_events.update(result.delivery_events)
+            resolution.settles.update(result.settles)
+        spans = [row for batch in batches for row in batch.spans]
+        events = [row for batch in batches for row in batch.events]
+        deliveries = [row for batch in batches for row in batch.deliveries]
+        by_key = {(row["trace_id"], row["span_id"]): row for row in spans}
+        for row in deliveries:
+            if row["event_id"] is not None:
+                by_key[(row["trace_id"], row["span_id"])]["event_id"] = row["event_id"]
+        con = self._connection
+        con.execute("BEGIN TRANSACTION")
+        try:
+            self._insert("spans", spans, _SPANS)
+            self._insert("events", events, _EVENTS)
+            self._insert("deliveries", deliveries, _DELIVERIES)
+            self._write_resolution(resolution)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.counts.spans += len(spans)
+        self.counts.batches += len(batches)
+
+    def _insert(self, table: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+        if not rows:
+            return
+        self._insert_arrow(table, pa.Table.from_pylist(rows, schema=schema))
+
+    def _insert_arrow(self, table: str, data: pa.Table) -> None:
+        con = self._connection
+        con.register("_eventscope_batch", data)
+        try:
+            con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _eventscope_batch")
+        finally:
+            con.unregister("_eventscope_batch")
+
+    def _write_resolution(self, resolution: Resolution) -> None:
+        con = self._connection
+        if resolution.edges:
+            edges = pa.Table.from_pylist(
+                [
+                    {"cause_event_id": cause, "effect_event_id": effect, "via": via}
+                    for cause, effect, via in sorted(resolution.edges)
+                ],
+                schema=_EDGES,
+            )
+            self._insert_arrow("causal_edges", edges)
+        if resolution.delivery_events:
+            updates = pa.table(
+                {
+                    "trace_id": [key[0] for key in resolution.delivery_events],
+                    "span_id": [key[1] for key in resolution.delivery_events],
+                    "event_id": list(resolution.delivery_events.values()),
+                }
+            )
+            con.register("_eventscope_updates", updates)
+            try:
+                for table in ("deliveries", "spans"):
+                    con.execute(
+                        f"UPDATE {table} SET event_id = u.event_id FROM _eventscope_updates u "
+                        f"WHERE {table}.trace_id = u.trace_id AND {table}.span_id = u.span_id"
+                    )
+            finally:
+                con.unregister("_eventscope_updates")
+        if resolution.settles:
+            settles = pa.table(
+                {
+                    "trace_id": [key[0] for key in resolution.settles],
+                    "span_id": [key[1] for key in resolution.settles],
+                    "outcome": [value[0] for value in resolution.settles.values()],
+                    "settled_at": pa.array([value[1] for value in resolution.settles.values()], _TS),
+                }
+            )
+            con.register("_eventscope_settles", settles)
+            try:
+                con.execute(
+                    "UPDATE deliveries SET outcome = s.outcome, settled_at = s.settled_at "
+                    "FROM _eventscope_settles s "
+                    "WHERE deliveries.trace_id = s.trace_id AND deliveries.span_id = s.span_id "
+                    "AND (deliveries.outcome IS NULL OR deliveries.outcome = 'error')"
+                )
+            finally:
+                con.unregister("_eventscope_settles")
+
+    def resolve_missing(self, *, older_than_s: float = 1.0) -> int:
+        """Look up in the database the spans lineage waits for but no longer remembers.
+
+        Only useful when the spans could be there: the file had data when opened, or lineage
+        forgot spans. Returns how many were found.
+        """
+        if not (self._had_rows_at_open or self.lineage.forgot_any):
+            return 0
+        keys = self.lineage.missing(older_than_s=older_than_s)
+        if not keys:
+            return 0
+        con = self._connection
+        wanted = pa.Table.from_pylist([{"trace_id": t, "span_id": s} for t, s in keys], schema=_KEYS)
+        con.register("_eventscope_keys", wanted)
+        try:
+            rows = con.execute(
+                "SELECT s.trace_id, s.span_id, s.parent_span_id, s.kind, coalesce(s.event_id, d.event_id) "
+                "FROM _eventscope_keys k "
+                "JOIN spans s ON s.trace_id = k.trace_id AND s.span_id = k.span_id "
+                "LEFT JOIN deliveries d ON d.trace_id = s.trace_id AND d.span_id = s.span_id"
+            ).fetchall()
+        finally:
+            con.unregister("_eventscope_keys")
+        nodes = [
+            SpanNode(trace_id, span_id, parent, _KIND_CODES.get(kind, 0), event_id)
+            for trace_id, span_id, parent, kind, event_id in rows
+        ]
+        if nodes:
+            resolution = self.lineage.learn(nodes)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                self._write_resolution(resolution)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return len(nodes)
+
+    def retain(self, *, max_age_s: float) -> None:
+        """Delete what is older than ``max_age_s`` (spans, events, deliveries, orphaned edges)."""
+        con = self._connection
+        cutoff = "now() - to_microseconds(CAST(CAST(? AS DOUBLE) * 1000000 AS BIGINT))"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"DELETE FROM spans WHERE end_time < {cutoff}", [max_age_s])
+            con.execute(f"DELETE FROM events WHERE published_at < {cutoff}", [max_age_s])
+            con.execute(f"DELETE FROM deliveries WHERE received_at < {cutoff}", [max_age_s])
+            con.execute(
+                "DELETE FROM causal_edges ce WHERE NOT EXISTS "
+                "(SELECT 1 FROM events e WHERE e.event_id IN (ce.cause_event_id, ce.effect_event_id))"
+            )
+            con.execute(
+                f"DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < {cutoff}", [max_age_s]
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Checkpoint and close; idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._connection.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                logger.warning("checkpoint on close failed: %s", exc)
+            self._connection.close()
+
+
+def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
+    """Apply the scripts of ``_MIGRATIONS`` the file has not seen, each in a transaction."""
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    (current,) = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0]
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {current} is newer than this eventscope ({SCHEMA_VERSION}): upgrade"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            connection.execute(_read_sql(_MIGRATIONS[version]))
+            connection.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        logger.info("migrated database to schema version %d", version)
