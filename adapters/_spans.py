@@ -21,6 +21,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
+
 from eventscope.tracer import attributes as A
 from eventscope.tracer import failures, telemetry
 from eventscope.tracer.lean import tracer_for
@@ -35,9 +39,6 @@ from eventscope.tracer.propagation import (
     new_event_id,
     with_handling,
 )
-from opentelemetry import context, trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
-from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 __all__ = ["AmqpTracing", "Delivery", "Publish", "Settlements", "suppressed"]
 

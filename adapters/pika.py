@@ -46,12 +46,13 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pika
-from eventscope.tracer import attributes as A
-from eventscope.tracer import failures
 from opentelemetry import context
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.connection import Connection
 from pika.spec import BasicProperties
+
+from eventscope.tracer import attributes as A
+from eventscope.tracer import failures
 
 from ._spans import AmqpTracing, Delivery, Publish, Settlements, suppressed
 

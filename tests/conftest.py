@@ -17,6 +17,7 @@ from typing import Any
 
 import pika
 import pytest
+
 from eventscope.tracer import setup
 from eventscope.tracer.testing import OtlpReceiver
 

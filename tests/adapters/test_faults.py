@@ -24,10 +24,11 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from eventscope.adapters.pika import instrument_channel
-from eventscope.tracer import failures
 from opentelemetry.sdk.trace import SpanProcessor
 from pika.spec import BasicProperties
+
+from eventscope.adapters.pika import instrument_channel
+from eventscope.tracer import failures
 
 pytestmark = pytest.mark.integration
 

@@ -24,11 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from eventscope.adapters.pika import instrument_channel
-from eventscope.tracer import failures
 from opentelemetry import trace
 from opentelemetry.instrumentation.pika import PikaInstrumentor
 from pika.spec import BasicProperties
+
+from eventscope.adapters.pika import instrument_channel
+from eventscope.tracer import failures
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,11 @@ import uuid
 
 import pika
 import pytest
-from eventscope.adapters.pika import install, instrument_channel, uninstall
-from eventscope.tracer import attributes as A
 from opentelemetry import trace
 from pika.adapters.blocking_connection import BlockingChannel
+
+from eventscope.adapters.pika import install, instrument_channel, uninstall
+from eventscope.tracer import attributes as A
 
 
 def _consume_one(channel, queue, handler, timeout=5.0):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pika
+from opentelemetry import trace
+
 from eventscope.adapters.pika import TracedChannel, install, instrument_channel, uninstall
 from eventscope.tracer import attributes as A
-from opentelemetry import trace
 
 
 def _run(parameters, on_channel, timeout=5.0):

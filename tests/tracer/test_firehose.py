@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+
 from eventscope.adapters.pika import instrument_channel
 from eventscope.tracer.firehose import (
     COLLECTOR_QUEUE_PREFIX,

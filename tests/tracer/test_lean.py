@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from eventscope.adapters.pika import instrument_channel
-from eventscope.tracer.lean import LeanSpan, LeanTracer
-from eventscope.tracer.telemetry import Telemetry
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+
+from eventscope.adapters.pika import instrument_channel
+from eventscope.tracer.lean import LeanSpan, LeanTracer
+from eventscope.tracer.telemetry import Telemetry
 
 
 def _owned():

@@ -6,6 +6,10 @@ import random
 import time
 import uuid
 
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+
 from eventscope.tracer.propagation import (
     HeaderGetter,
     current_handling,
@@ -15,9 +19,6 @@ from eventscope.tracer.propagation import (
     new_event_id,
     with_handling,
 )
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
 
 _TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

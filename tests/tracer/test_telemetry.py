@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+
 from eventscope.tracer.telemetry import DEFAULT_ENDPOINT, resolve_endpoint
 
 
