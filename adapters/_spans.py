@@ -274,7 +274,7 @@ class AmqpTracing:
             attributes[A.MESSAGING_ROUTING_KEY] = routing_key
         if props.correlation_id:
             attributes[A.MESSAGING_CONVERSATION_ID] = str(props.correlation_id)
-        if props.type:
+        if props.type and props.type != routing_key:  # the collector falls back to the routing key
             attributes[A.EVENT_TYPE] = str(props.type)
         if props.app_id:
             attributes[A.PRODUCER] = str(props.app_id)
@@ -294,7 +294,7 @@ class AmqpTracing:
             correlation = decode_header(headers.get(CORRELATION_HEADER))
             if causation:
                 attributes[A.CAUSATION_ID] = causation
-            if correlation:
+            if correlation and correlation != event_id:  # a root event is its own flow: implied
                 attributes[A.CORRELATION_ID] = correlation
 
         span = self.tracer.start_span(
@@ -346,12 +346,14 @@ class AmqpTracing:
             A.MESSAGING_OPERATION_TYPE: operation,
             A.MESSAGING_OPERATION_NAME: "process" if operation == A.OP_PROCESS else "get",
             A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key, queue),
-            A.MESSAGING_CONSUMER_GROUP: queue,
             A.QUEUE: queue,
             A.EXCHANGE: exchange,
-            A.REDELIVERED: bool(redelivered),
-            A.AUTO_ACK: auto_ack,
         }
+        # Written only when true: every exported attribute costs, and absent means false.
+        if redelivered:
+            attributes[A.REDELIVERED] = True
+        if auto_ack:
+            attributes[A.AUTO_ACK] = True
         if routing_key:
             attributes[A.MESSAGING_ROUTING_KEY] = routing_key
         if isinstance(delivery_tag, int):

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete data older than this, e.g. 7d or 12h (default: keep everything)",
     )
     collect.add_argument(
+        "--token",
+        default=os.environ.get("EVENTSCOPE_TOKEN"),
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on every route but /healthz (default $EVENTSCOPE_TOKEN)",
+    )
+    collect.add_argument(
         "--max-body",
         type=parse_bytes,
         default=32 * 2**20,
@@ -124,17 +130,44 @@ def build_parser() -> argparse.ArgumentParser:
             "--db opens a file no collector holds."
         ),
     )
-    target = sql.add_mutually_exclusive_group()
-    target.add_argument("--db", metavar="PATH", help="DuckDB file to open read-only (no collector running)")
-    target.add_argument(
-        "--api",
-        metavar="URL",
-        help=f"collector base URL (default $EVENTSCOPE_API or {_DEFAULT_API})",
-    )
+    _add_source_arguments(sql)
     sql.add_argument(
-        "--format", choices=["table", "csv", "json"], default="table", help="output (default table)"
+        "--format",
+        choices=["table", "csv", "json", "parquet"],
+        default="table",
+        help="output (default table); parquet needs --output",
     )
+    sql.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
     sql.add_argument("query", metavar="SQL", help='e.g. "SELECT * FROM orphans"')
+
+    orphans = commands.add_parser(
+        "orphans",
+        help="events that did not end well, as a table",
+        description="Orphan events (per expected queue) with their reason and age, newest first.",
+    )
+    _add_source_arguments(orphans)
+    orphans.add_argument(
+        "--reason",
+        choices=[
+            "unroutable",
+            "unconsumed",
+            "unacked",
+            "failed",
+            "dead_lettered",
+            "expired",
+            "missing_consumer",
+        ],
+    )
+    orphans.add_argument("--grace", type=_seconds, default=None, metavar="SECONDS", help="override the grace")
+    orphans.add_argument("--limit", type=int, default=100, help="at most this many rows (default 100)")
+
+    chain = commands.add_parser(
+        "chain",
+        help="what an event caused, as a tree",
+        description="The causal chain of an event: everything downstream of it, across services and traces.",
+    )
+    _add_source_arguments(chain)
+    chain.add_argument("event_id", metavar="EVENT_ID")
 
     demo = commands.add_parser(
         "demo",
@@ -153,13 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = args.command in ("sql", "demo")  # their output is for people; library chatter is not
+    quiet = args.command in (
+        "sql",
+        "orphans",
+        "chain",
+        "demo",
+    )  # their output is for people; library chatter is not
     level = max(logging.WARNING, _level(args.log_level)) if quiet else _level(args.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "collect":
         return _collect(args)
-    if args.command == "sql":
-        return _sql(args)
+    if args.command in ("sql", "orphans", "chain"):
+        return _read_command(args)
     if args.command == "demo":
         from eventscope.demo import runner
 
@@ -179,7 +217,11 @@ def _collect(args: argparse.Namespace) -> int:
 
     host, port = args.listen
     config = CollectorConfig(
-        db_path=args.db, grace_s=args.grace, retention_s=args.retention, max_body=args.max_body
+        db_path=args.db,
+        grace_s=args.grace,
+        retention_s=args.retention,
+        max_body=args.max_body,
+        token=args.token or None,
     )
     # uvicorn re-raises the signal that stopped it to the handlers it found: make those ours,
     # so a SIGTERM/SIGINT shutdown (flushed and closed) ends with exit status 0.
@@ -194,66 +236,118 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- sql --------------------------------------------------------------------------------------
-def _sql(args: argparse.Namespace) -> int:
-    if args.db:
-        columns, rows, truncated = _sql_file(args.db, args.query)
-    else:
-        columns, rows, truncated = _sql_api(
-            args.api or os.environ.get("EVENTSCOPE_API") or _DEFAULT_API, args.query
-        )
-    if columns is None:
+# -- sql, orphans, chain ------------------------------------------------------------------
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--db", metavar="PATH", help="DuckDB file to open read-only (no collector running)")
+    target.add_argument(
+        "--api", metavar="URL", help=f"collector base URL (default $EVENTSCOPE_API or {_DEFAULT_API})"
+    )
+    parser.add_argument(
+        "--token", metavar="TOKEN", help="the collector's bearer token (default $EVENTSCOPE_TOKEN)"
+    )
+
+
+def _read_command(args: argparse.Namespace) -> int:
+    from eventscope.tracer.client import SourceError, open_source
+
+    try:
+        source = open_source(db=args.db, api=args.api, token=args.token)
+        try:
+            if args.command == "sql":
+                return _sql(source, args)
+            if args.command == "orphans":
+                rows = source.orphans(reason=args.reason, grace_s=args.grace, limit=args.limit)
+                _print_orphans(rows)
+                return 0
+            return _print_chain(source.chain(args.event_id), args.event_id)
+        finally:
+            source.close()
+    except SourceError as exc:
+        print(f"eventscope {args.command}: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(_format(args.format, columns, rows))
-    if truncated:
-        print(f"eventscope sql: output cut at {len(rows)} rows by the collector's row cap", file=sys.stderr)
+
+
+def _sql(source: Any, args: argparse.Namespace) -> int:
+    if args.format == "parquet":
+        if not args.output:
+            print("eventscope sql: --format parquet writes a file: add --output FILE", file=sys.stderr)
+            return 2
+        import pyarrow.parquet as pq
+
+        result = source.sql(args.query, arrow=True)
+        pq.write_table(result.table, args.output)
+        print(f"{result.table.num_rows} rows written to {args.output}", file=sys.stderr)
+    else:
+        from eventscope.tracer.queries import jsonable
+
+        result = source.sql(args.query)
+        rows = [[jsonable(v) for v in row] for row in result.rows]
+        text = _format(args.format, result.columns, rows)
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as out:
+                out.write(text)
+        else:
+            sys.stdout.write(text)
+    if result.truncated:
+        print(
+            "eventscope sql: output cut by the collector's row cap (use --db for all rows)", file=sys.stderr
+        )
     return 0
 
 
-def _sql_file(path: str, sql: str) -> tuple[list[str] | None, list[list[Any]], bool]:
-    from eventscope.tracer import queries
-    from eventscope.tracer.store import StoreLocked, connect_read_only
-
-    try:
-        connection = connect_read_only(path)
-    except StoreLocked as exc:
-        print(f"eventscope sql: {exc}", file=sys.stderr)
-        return None, [], False
-    except FileNotFoundError as exc:
-        print(f"eventscope sql: {exc}", file=sys.stderr)
-        return None, [], False
-    try:
-        result = queries.run_sql(connection, sql, max_rows=None, timeout_s=None)
-    except (queries.SqlRejected, queries.SqlError, queries.SqlTimeout) as exc:
-        print(f"eventscope sql: {exc}", file=sys.stderr)
-        return None, [], False
-    finally:
-        connection.close()
-    return result.columns, [[queries.jsonable(v) for v in row] for row in result.rows], False
+_ORPHAN_COLUMNS = ("reason", "event_type", "queue", "age_s", "event_id", "exchange", "routing_key")
 
 
-def _sql_api(api: str, sql: str) -> tuple[list[str] | None, list[list[Any]], bool]:
-    import httpx
+def _print_orphans(rows: list[dict[str, Any]]) -> None:
+    """A rich table on a terminal; plain aligned text (nothing cut) when piped."""
+    cells = [[_orphan_cell(row, column) for column in _ORPHAN_COLUMNS] for row in rows]
+    if not sys.stdout.isatty():
+        sys.stdout.write(_format("table", list(_ORPHAN_COLUMNS), cells))
+        return
+    from rich.console import Console
+    from rich.table import Table
 
-    url = api.rstrip("/") + "/api/sql"
-    try:
-        response = httpx.post(url, json={"sql": sql}, timeout=60.0)
-    except httpx.HTTPError as exc:
-        print(
-            f"eventscope sql: cannot reach the collector at {api} ({exc}); is `eventscope collect` "
-            "running? Without a collector, use --db PATH",
-            file=sys.stderr,
+    table = Table(title=f"{len(rows)} orphan{'s' if len(rows) != 1 else ''}", title_justify="left")
+    for column in _ORPHAN_COLUMNS:
+        table.add_column(column, justify="right" if column == "age_s" else "left", overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _orphan_cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if column == "age_s" and isinstance(value, int | float):
+        return f"{value:.1f}"
+    return _cell(value)
+
+
+def _print_chain(rows: list[dict[str, Any]], event_id: str) -> int:
+    from rich.console import Console
+    from rich.tree import Tree
+
+    unknown = len(rows) == 1 and rows[0].get("published_at") is None and not rows[0].get("deliveries")
+    if not rows or unknown:
+        print(f"eventscope chain: no event {event_id!r}", file=sys.stderr)
+        return 1
+
+    def label(row: dict[str, Any]) -> str:
+        producer = row.get("producer_service") or "?"
+        route = "/".join(p for p in (row.get("exchange"), row.get("routing_key")) if p)
+        return (
+            f"[bold]{row.get('event_type') or '(unknown type)'}[/] {row['event_id']} "
+            f"[dim]by {producer} via {route or 'amq.default'}, {row.get('deliveries', 0)} deliveries[/]"
         )
-        return None, [], False
-    try:
-        document = response.json()
-    except ValueError:
-        document = {}
-    if response.status_code != 200:
-        message = document.get("error") if isinstance(document, dict) else None
-        print(f"eventscope sql: {message or response.text or response.status_code}", file=sys.stderr)
-        return None, [], False
-    return document["columns"], document["rows"], bool(document.get("truncated"))
+
+    nodes: dict[str, Tree] = {}
+    root = Tree(label(rows[0]))
+    nodes[rows[0]["event_id"]] = root
+    for row in rows[1:]:
+        parent = nodes.get(row.get("cause_event_id") or "", root)
+        nodes[row["event_id"]] = parent.add(label(row))
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000).print(root)
+    return 0
 
 
 def _cell(value: Any) -> str:

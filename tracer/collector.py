@@ -7,9 +7,14 @@ Routes (every listener binds 127.0.0.1 unless told otherwise):
   the batch is committed; 400 + ``google.rpc.Status`` for undecodable bodies; 413 above
   ``max_body`` bytes after decompression; 415 for unknown content types or encodings; 503 +
   ``Retry-After`` when the write queue is full (OTLP exporters retry 503, not 429).
-* ``GET|POST /api/sql`` — one read-only SELECT, sandboxed, time-limited, row-capped (JSON).
+* ``GET|POST /api/sql`` — one read-only SELECT, sandboxed, time-limited, row-capped; JSON, or
+  Arrow IPC stream with ``Accept: application/vnd.apache.arrow.stream`` (or ``?format=arrow``).
 * ``GET /api/orphans``, ``GET /api/events/{id}``, ``GET /api/chain/{id}`` — the common questions.
-* ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+* ``GET /healthz``, ``GET /metrics`` (Prometheus text, with orphans by reason).
+
+With a token configured (``--token`` / ``EVENTSCOPE_TOKEN``) every route but ``/healthz``
+needs ``Authorization: Bearer TOKEN`` (OTLP exporters: ``OTEL_EXPORTER_OTLP_HEADERS=
+"Authorization=Bearer%20TOKEN"``).
 
 Handlers are thin: decoding lives in :mod:`otlp`, rows in :mod:`normaliser`, writing in
 :mod:`writer`/:mod:`store`, every read in :mod:`queries`.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import socket
@@ -31,11 +37,13 @@ from typing import Any
 import anyio
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from eventscope.tracer import otlp, queries
+from eventscope.tracer.client import ARROW_STREAM
 from eventscope.tracer.normaliser import Normalised, normalise
 from eventscope.tracer.store import Store
 from eventscope.tracer.writer import DROP_POLICY, WriteQueueFull, Writer
@@ -70,6 +78,7 @@ class CollectorConfig:
     sql_max_waiting: int = _DEFAULT_SQL_MAX_WAITING
     memory_limit: str = "1GB"
     threads: int | None = None
+    token: str | None = None  # bearer token required on every route but /healthz
 
     def __post_init__(self) -> None:
         if self.max_body < 1:
@@ -273,16 +282,35 @@ async def _sql(request: Request) -> Response:
             sql = document.get("sql") if isinstance(document, dict) else None
     if not isinstance(sql, str) or not sql.strip():
         return _error(400, 'no query: use GET /api/sql?q=... or POST a body (text, or JSON {"sql": ...})')
+    arrow = (
+        ARROW_STREAM in (request.headers.get("accept") or "") or request.query_params.get("format") == "arrow"
+    )
     result = await _guarded(
         collector,
         queries.run_sql,
         sql,
         max_rows=collector.config.sql_max_rows,
         timeout_s=collector.config.sql_timeout_s,
+        arrow=arrow,
     )
     if isinstance(result, Response):
         return result
+    if arrow:
+        return Response(
+            _arrow_stream(result.table),
+            media_type=ARROW_STREAM,
+            headers={"X-Eventscope-Truncated": "true" if result.truncated else "false"},
+        )
     return JSONResponse(result.to_json())
+
+
+def _arrow_stream(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 async def _orphans(request: Request) -> Response:
@@ -329,7 +357,36 @@ async def _healthz(request: Request) -> Response:
 
 async def _metrics(request: Request) -> Response:
     collector: Collector = request.app.state.collector
-    return PlainTextResponse(collector.metrics(), media_type="text/plain; version=0.0.4")
+    text = collector.metrics()
+    counts = await _guarded(collector, queries.orphan_counts)
+    if not isinstance(counts, Response):  # a busy store must not fail the scrape
+        text += "# HELP eventscope_orphans Orphan events by reason (per expected queue).\n"
+        text += "# TYPE eventscope_orphans gauge\n"
+        text += "".join(
+            f'eventscope_orphans{{reason="{reason}"}} {n}\n' for reason, n in sorted(counts.items())
+        )
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+class _BearerToken:
+    """ASGI middleware: every HTTP route but /healthz needs ``Authorization: Bearer TOKEN``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") != "/healthz":
+            given = dict(scope.get("headers") or ()).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
+                    {"error": "missing or wrong bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="eventscope"'},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(collector: Collector) -> Starlette:
@@ -353,6 +410,9 @@ def create_app(collector: Collector) -> Starlette:
             Route("/metrics", _metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(_BearerToken, token=collector.config.token)]
+        if collector.config.token
+        else None,
     )
     app.state.collector = collector
     return app

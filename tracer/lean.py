@@ -47,6 +47,18 @@ def _valid(value: Any) -> Any:
     return _clean_attribute_value(value, None)
 
 
+def _default_limits(provider: TracerProvider) -> bool:
+    """No length limit and room for our attributes: the lean path need not truncate or drop."""
+    limits = provider._span_limits
+    return (
+        limits.max_attribute_length is None
+        and limits.max_span_attribute_length is None
+        and (limits.max_span_attributes or 0) >= _MAX_ATTRIBUTES
+        and (limits.max_events or 0) >= _MAX_EVENTS
+        and (limits.max_event_attributes or 0) >= _MAX_ATTRIBUTES
+    )
+
+
 class LeanSpan(trace.Span):
     """A recording span that becomes a ``ReadableSpan`` for the processor when it ends."""
 
@@ -200,6 +212,7 @@ class LeanTracer:
             and type(provider.id_generator) is RandomIdGenerator
             and os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on") == "parentbased_always_on"
             and provider._active_span_processor._span_processors == (setup.processor,)
+            and _default_limits(provider)
         )
 
     def start_span(

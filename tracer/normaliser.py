@@ -303,7 +303,9 @@ def _event(
             "trace_id": trace_id,
             "span_id": span_id,
             "causation_id": causation_id,
-            "correlation_id": _text(attributes.get(A.CORRELATION_ID)),
+            # the adapter leaves it out on a root event, which is its own flow
+            "correlation_id": _text(attributes.get(A.CORRELATION_ID))
+            or (event_id if causation_id is None else None),
             "routed_queues": None,
             "payload_size": _integer(attributes.get(A.MESSAGING_BODY_SIZE)),
             "source": "span",
@@ -355,7 +357,9 @@ def _delivery(
             "received_at": row["start_time"],
             "settled_at": settled_at,
             "outcome": outcome,
-            "redelivered": _boolean(attributes.get(A.REDELIVERED)),
+            # eventscope writes it only when true; other instrumentations may not know it
+            "redelivered": _boolean(attributes.get(A.REDELIVERED))
+            or (False if A.QUEUE in attributes else None),
             "error": error,
             "trace_id": trace_id,
             "span_id": span_id,

@@ -32,6 +32,7 @@ __all__ = [
     "chain",
     "event",
     "jsonable",
+    "orphan_counts",
     "orphans",
     "run_sql",
 ]
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_MAX_ROWS = 10_000
 _DEFAULT_TIMEOUT_S = 10.0
+_ARROW_BATCH_ROWS = 8192
 _ALLOWED_STATEMENTS = frozenset({"StatementType.SELECT", "StatementType.EXPLAIN"})
 
 
@@ -57,12 +59,17 @@ class SqlTimeout(TimeoutError):
 
 @dataclass
 class SqlResult:
-    """Columns, their DuckDB types, rows (at most the cap) and whether rows were cut."""
+    """Columns, their DuckDB types, rows (at most the cap) and whether rows were cut.
+
+    With ``arrow=True`` the rows come as ``table`` (a ``pyarrow.Table`` with DuckDB's own
+    types) and ``rows`` is empty.
+    """
 
     columns: list[str]
     types: list[str]
     rows: list[tuple[Any, ...]]
     truncated: bool
+    table: Any = None
 
     def records(self) -> list[dict[str, Any]]:
         """Rows as JSON-ready objects (one per row, keyed by column)."""
@@ -105,6 +112,7 @@ def run_sql(
     *,
     max_rows: int | None = _DEFAULT_MAX_ROWS,
     timeout_s: float | None = _DEFAULT_TIMEOUT_S,
+    arrow: bool = False,
 ) -> SqlResult:
     """Run one untrusted read-only statement; at most ``max_rows`` rows (``None``: all)."""
     try:
@@ -116,7 +124,42 @@ def run_sql(
     kind = str(statements[0].type)
     if kind not in _ALLOWED_STATEMENTS:
         raise SqlRejected(f"only SELECT queries are allowed here, not {kind.rsplit('.', 1)[-1]}")
-    return _read(connection, sql, None, max_rows=max_rows, timeout_s=timeout_s)
+    return _read(connection, sql, None, max_rows=max_rows, timeout_s=timeout_s, arrow=arrow)
+
+
+def _fetch_rows(
+    connection: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None, max_rows: int | None
+) -> tuple[list[Any], list[str], list[str], bool]:
+    """Python rows, reading at most one row past the cap."""
+    connection.execute(sql, params)
+    columns = [d[0] for d in connection.description or ()]
+    types = [str(d[1]) for d in connection.description or ()]
+    if max_rows is None:
+        return connection.fetchall(), columns, types, False
+    rows = connection.fetchmany(max_rows + 1)
+    return rows[:max_rows], columns, types, len(rows) > max_rows
+
+
+def _fetch_arrow(
+    connection: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None, max_rows: int | None
+) -> tuple[Any, list[str], list[str], bool]:
+    """The result as a pyarrow Table (DuckDB's types kept), reading at most one row past the cap."""
+    import pyarrow as pa
+
+    relation = connection.sql(sql, params=params)
+    columns, types = list(relation.columns), [str(t) for t in relation.types]
+    reader = relation.to_arrow_reader(_ARROW_BATCH_ROWS)
+    batches = []
+    count = 0
+    for batch in reader:
+        batches.append(batch)
+        count += batch.num_rows
+        if max_rows is not None and count > max_rows:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    if max_rows is not None and table.num_rows > max_rows:
+        return table.slice(0, max_rows), columns, types, True
+    return table, columns, types, False
 
 
 def _read(
@@ -126,6 +169,7 @@ def _read(
     *,
     max_rows: int | None,
     timeout_s: float | None,
+    arrow: bool = False,
 ) -> SqlResult:
     timer = None
     timed_out = threading.Event()
@@ -142,16 +186,12 @@ def _read(
         if timer is not None:
             timer.start()
         try:
-            connection.execute(sql, params)
-            columns = [d[0] for d in connection.description or ()]
-            types = [str(d[1]) for d in connection.description or ()]
-            if max_rows is None:
-                rows = connection.fetchall()
-                truncated = False
+            if arrow:
+                table, columns, types, truncated = _fetch_arrow(connection, sql, params, max_rows)
+                rows: list[Any] = []
             else:
-                rows = connection.fetchmany(max_rows + 1)
-                truncated = len(rows) > max_rows
-                rows = rows[:max_rows]
+                table = None
+                rows, columns, types, truncated = _fetch_rows(connection, sql, params, max_rows)
         except duckdb.InterruptException:
             raise SqlTimeout(f"query interrupted after {timeout_s:g} s") from None
         except duckdb.Error as exc:
@@ -164,7 +204,7 @@ def _read(
     finally:
         with contextlib.suppress(duckdb.Error):
             connection.execute("ROLLBACK")
-    return SqlResult(columns, types, [tuple(row) for row in rows], truncated)
+    return SqlResult(columns, types, [tuple(row) for row in rows], truncated, table)
 
 
 def _records(connection: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -187,6 +227,8 @@ WHERE ($reason IS NULL OR reason = $reason)
 ORDER BY published_at DESC, event_id, queue
 LIMIT $limit
 """
+
+_ORPHAN_COUNTS = "SELECT reason, count(*) AS n FROM orphans GROUP BY reason ORDER BY reason"
 
 _EVENT = "SELECT * FROM events WHERE event_id = $event_id"
 _EVENT_DELIVERIES = """
@@ -221,6 +263,11 @@ def orphans(
         _ORPHANS_AFTER,
         {"reason": reason, "limit": limit, "grace_s": grace_s},
     )
+
+
+def orphan_counts(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """How many orphans there are of each reason (for /metrics and the overview)."""
+    return {row["reason"]: row["n"] for row in _records(connection, _ORPHAN_COUNTS, {})}
 
 
 def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any] | None:

@@ -132,10 +132,10 @@ def setup(service: str | None = None, endpoint: str | None = None, **options: An
 def _processor(url: str, options: dict[str, Any]) -> BatchSpanProcessor:
     exporter: SpanExporter | None = options.get("exporter")
     if exporter is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from .otlp_wire import LeanOtlpSpanExporter
 
         timeout_s = options.get("export_timeout_millis", _DEFAULT_EXPORT_TIMEOUT_S * 1000) / 1000
-        exporter = OTLPSpanExporter(endpoint=url, timeout=timeout_s)
+        exporter = LeanOtlpSpanExporter(endpoint=url, timeout=timeout_s)
     kwargs = {
         key: options[key]
         for key in ("max_queue_size", "max_export_batch_size", "schedule_delay_millis")

@@ -161,3 +161,24 @@ def test_settle_outcome_from_operation_name_when_attribute_is_missing() -> None:
 def test_sid_helper_matches_rows() -> None:
     producer = publish(trace_id=new_trace(), event_id="e")
     assert normalise(request(producer)).spans[0]["span_id"] == sid(producer)
+
+
+def test_values_the_adapter_leaves_out_are_implied() -> None:
+    # a root event carries no correlation attribute (it is its own flow); a delivery that was
+    # not redelivered carries no redelivered attribute
+    trace = new_trace()
+    root = publish(trace_id=trace, event_id="root-1")
+    delivered = process(trace_id=trace, parent=sid(root), event_id="root-1", queue="q")
+    for key in (A.CORRELATION_ID, A.REDELIVERED):
+        for message in (root, delivered):
+            kept = [kv for kv in message.attributes if kv.key != key]
+            del message.attributes[:]
+            message.attributes.extend(kept)
+    out = normalise(request(root, delivered))
+    assert out.events[0]["correlation_id"] == "root-1"
+    assert out.deliveries[0]["redelivered"] is False
+    child = publish(trace_id=trace, event_id="child-1", causation_id="root-1")
+    kept = [kv for kv in child.attributes if kv.key != A.CORRELATION_ID]
+    del child.attributes[:]
+    child.attributes.extend(kept)
+    assert normalise(request(child)).events[0]["correlation_id"] is None  # caused by something: unknown

@@ -137,3 +137,13 @@ def test_attributes_set_by_the_handler_on_the_current_span_are_exported(amqp, sp
     channel.start_consuming()
     (process,) = spans.named("process")
     assert process.attributes["order.id"] == "42"
+
+
+def test_not_eligible_when_span_limits_would_truncate(monkeypatch):
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
+    _provider, _exporter, setup = _owned()
+    assert not LeanTracer.eligible(setup)
+    monkeypatch.delenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "4")
+    _provider, _exporter, setup = _owned()
+    assert not LeanTracer.eligible(setup)
