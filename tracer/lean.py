@@ -40,10 +40,20 @@ _MAX_ATTRIBUTES = 128
 _MAX_EVENTS = 128
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)  # immutable: one for every span
+
+
+_PLAIN = frozenset({str, bool, int, float})
 
 
 def _valid(value: Any) -> Any:
-    """The value as the SDK would store it (its own cleaning, so both paths agree)."""
+    """The value as the SDK would store it (its own cleaning, so both paths agree).
+
+    Plain scalars are stored as they are by the SDK too when no length limit is set (a
+    condition of the lean path), so they skip the call.
+    """
+    if type(value) in _PLAIN:
+        return value
     return _clean_attribute_value(value, None)
 
 
@@ -59,22 +69,12 @@ def _default_limits(provider: TracerProvider) -> bool:
     )
 
 
-class LeanSpan(trace.Span):
-    """A recording span that becomes a ``ReadableSpan`` for the processor when it ends."""
+class LeanSpan(trace.Span, ReadableSpan):
+    """A recording span that is its own ``ReadableSpan``: ``end()`` hands it to the processor.
 
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_end_time",
-        "_events",
-        "_kind",
-        "_links",
-        "_name",
-        "_parent",
-        "_start_time",
-        "_status",
-        "_tracer",
-    )
+    Like the SDK's own span class it is both the live span and the finished record, so
+    ending it builds nothing more.
+    """
 
     def __init__(
         self,
@@ -97,10 +97,17 @@ class LeanSpan(trace.Span):
         self._start_time = start_time
         self._end_time: int | None = None
         self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
+        self._resource = tracer.resource
+        self._instrumentation_scope = tracer.scope
+        self._instrumentation_info = None
 
     def get_span_context(self) -> SpanContext:
         return self._context
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return tuple(self._events)
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -163,23 +170,8 @@ class LeanSpan(trace.Span):
         if self._end_time is not None:
             return
         self._end_time = end_time or time.time_ns()
-        tracer = self._tracer
-        readable = ReadableSpan(
-            name=self._name,
-            context=self._context,
-            parent=self._parent,
-            resource=tracer.resource,
-            attributes=self._attributes,
-            events=tuple(self._events),
-            links=tuple(self._links),
-            kind=self._kind,
-            status=self._status,
-            start_time=self._start_time,
-            end_time=self._end_time,
-            instrumentation_scope=tracer.scope,
-        )
         try:
-            tracer.processor.on_end(readable)
+            self._tracer.processor.on_end(self)
         except Exception as exc:
             failures.record("span processor", exc)
 

@@ -23,11 +23,24 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from eventscope.tracer import attributes as A
+
 __all__ = ["LeanOtlpSpanExporter", "encode_request"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_CACHED_PAIRS = 8192
+# Attributes whose values differ on (nearly) every span: caching them would only churn.
+_UNIQUE_VALUED = frozenset(
+    {
+        A.MESSAGING_MESSAGE_ID,
+        A.MESSAGING_DELIVERY_TAG,
+        A.MESSAGING_CONVERSATION_ID,
+        A.MESSAGING_BODY_SIZE,
+        A.CAUSATION_ID,
+        A.CORRELATION_ID,
+    }
+)
 _MAX_CACHED_VALUE_CHARS = 256
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
@@ -37,11 +50,15 @@ _pack_fixed32 = struct.Struct("<I").pack
 _pack_double = struct.Struct("<d").pack
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
+_TAGS = {number: bytes((number << 3 | 2,)) for number in range(1, 16)}  # length-delimited fields
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     if value < 0:
         value += 1 << 64
-    if value < 0x80:
-        return bytes((value,))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -52,7 +69,8 @@ def _varint(value: int) -> bytes:
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    return _TAGS[number] + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + payload
 
 
 def _text(number: int, value: str) -> bytes:
@@ -94,7 +112,9 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     parts = []
     for key, value in attributes.items():
         kind = type(value)
-        cacheable = kind is bool or kind is int or (kind is str and len(value) <= _MAX_CACHED_VALUE_CHARS)
+        cacheable = key not in _UNIQUE_VALUED and (
+            kind is bool or kind is int or (kind is str and len(value) <= _MAX_CACHED_VALUE_CHARS)
+        )
         if cacheable:
             cache_key = (number, key, kind, value)
             encoded = _pairs.get(cache_key)

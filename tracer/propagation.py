@@ -123,12 +123,22 @@ def _parse_traceparent(value: str | None) -> SpanContext | None:
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags_hex, 16)))
 
 
+_default_w3c: tuple[Any, bool] = (None, False)
+
+
 def _is_default_w3c() -> bool:
+    """Are the global propagators OTel's default W3C trace context + baggage? (cached)"""
+    global _default_w3c
     textmap = propagate.get_global_textmap()
-    if not isinstance(textmap, CompositePropagator):
-        return False
-    kinds = [type(p) for p in textmap._propagators]
-    return kinds == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+    known, answer = _default_w3c
+    if textmap is known:
+        return answer
+    answer = isinstance(textmap, CompositePropagator) and [type(p) for p in textmap._propagators] == [
+        TraceContextTextMapPropagator,
+        W3CBaggagePropagator,
+    ]
+    _default_w3c = (textmap, answer)
+    return answer
 
 
 def inject(headers: MutableMapping[str, Any], span: Span, parent: Context | None = None) -> None:

@@ -11,7 +11,7 @@ What the caller can rely on:
 * Calling it again (from several modules, or twice) changes nothing and returns the same
   provider.
 * A collector that is down never blocks or raises into the application: spans wait in the
-  processor's bounded queue (``max_queue_size``) and beyond it are dropped.
+  processor's bounded queue (``max_queue_size``, 8192 by default) and beyond it are dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
 _TRACES_PATH = "/v1/traces"
 _DEFAULT_EXPORT_TIMEOUT_S = 5.0
+_BATCH_DEFAULTS = (
+    ("max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE", 8192),
+    ("max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 2048),
+)
 _OPTIONS = frozenset(
     {
         "max_queue_size",
@@ -141,6 +145,11 @@ def _processor(url: str, options: dict[str, Any]) -> BatchSpanProcessor:
         for key in ("max_queue_size", "max_export_batch_size", "schedule_delay_millis")
         if key in options
     }
+    # Messaging spans come in thousands a second: larger batches mean fewer export wake-ups
+    # competing with the application for the GIL. The standard OTEL_BSP_* variables win.
+    for key, env, default in _BATCH_DEFAULTS:
+        if key not in kwargs and env not in os.environ:
+            kwargs[key] = default
     processor = BatchSpanProcessor(exporter, **kwargs)
     processor._eventscope_url = url  # type: ignore[attr-defined]  # marks "exports to url"
     return processor
