@@ -193,7 +193,15 @@ class Settlements:
 class AmqpTracing:
     """The spans and metadata of one instrumented channel (or of ``install()``)."""
 
-    __slots__ = ("_library", "_service", "_version", "link_mode", "server_address", "server_port")
+    __slots__ = (
+        "_library",
+        "_resource",
+        "_service",
+        "_version",
+        "link_mode",
+        "server_address",
+        "server_port",
+    )
 
     def __init__(
         self,
@@ -213,6 +221,7 @@ class AmqpTracing:
         self._service = service
         self._library = library
         self._version = version
+        self._resource: tuple[Any, str | None] | None = None
 
     @property
     def tracer(self) -> Any:
@@ -229,6 +238,15 @@ class AmqpTracing:
                 name = value if isinstance(value, str) and not value.startswith("unknown_service") else None
             self._service = name or ""
         return self._service or None
+
+    def _resource_service(self) -> str | None:
+        """``service.name`` of the provider ``setup()`` configured (what the collector falls back to)."""
+        setup = telemetry.current()
+        cached = self._resource
+        if cached is None or cached[0] is not setup:
+            value = setup.provider.resource.attributes.get("service.name") if setup is not None else None
+            cached = self._resource = (setup, value if isinstance(value, str) else None)
+        return cached[1]
 
     def _network(self, attributes: dict[str, Any]) -> None:
         if self.server_address:
@@ -276,7 +294,7 @@ class AmqpTracing:
             attributes[A.MESSAGING_CONVERSATION_ID] = str(props.correlation_id)
         if props.type and props.type != routing_key:  # the collector falls back to the routing key
             attributes[A.EVENT_TYPE] = str(props.type)
-        if props.app_id:
+        if props.app_id and props.app_id != self._resource_service():  # else implied by the resource
             attributes[A.PRODUCER] = str(props.app_id)
         size = _body_size(body)
         if size is not None:
@@ -360,24 +378,21 @@ class AmqpTracing:
             attributes[A.MESSAGING_DELIVERY_TAG] = delivery_tag
         if event_id:
             attributes[A.MESSAGING_MESSAGE_ID] = event_id
-        correlation = causation = None
+        # Causation and correlation live on the producer's span (one place, not one per
+        # delivery); the handler's context still carries the flow's correlation ID.
+        correlation = None
         if properties is not None:
             if properties.correlation_id:
                 attributes[A.MESSAGING_CONVERSATION_ID] = str(properties.correlation_id)
-            if properties.type:
+            if properties.type and properties.type != routing_key:
                 attributes[A.EVENT_TYPE] = str(properties.type)
             if properties.app_id:
                 attributes[A.PRODUCER] = str(properties.app_id)
             if isinstance(headers, Mapping) and headers:
-                causation = decode_header(headers.get(CAUSATION_HEADER))
                 correlation = decode_header(headers.get(CORRELATION_HEADER))
                 deaths = headers.get("x-death")
                 if deaths:
                     _deaths(deaths, attributes)
-        if causation:
-            attributes[A.CAUSATION_ID] = causation
-        if correlation:
-            attributes[A.CORRELATION_ID] = correlation
         if auto_ack:
             attributes[A.SETTLE_OUTCOME] = A.OUTCOME_ACK
         size = _body_size(body)
