@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,19 @@ from . import topology
 
 _DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 _DEFAULT_LISTEN = "127.0.0.1:4318"
-_SERVICES = ("payments", "inventory", "shipping", "notifications", "orders")
+# (service, reported name): started in this order, the gateway first and the load last
+_SERVICES = (
+    ("gateway", "gateway"),
+    ("checkout", "checkout"),
+    ("payments", "payments-1"),
+    ("payments", "payments-2"),
+    ("inventory", "inventory"),
+    ("shipping", "shipping"),
+    ("notifications", "notifications"),
+    ("fraud", "fraud"),
+    ("auditor", "auditor"),
+    ("customers", "customers"),
+)
 _GRACE_S = 10
 _SUMMARY_EVERY_S = 2.0
 _BROKER_HELP = """\
@@ -120,12 +133,18 @@ def main(args: argparse.Namespace) -> int:
     final = ""
     try:
         _wait_healthy(api, collector)
-        for service in _SERVICES:
-            command = [sys.executable, "-m", "eventscope.demo.services", service]
+        gateway_port = _free_port()
+        for service, name in _SERVICES:
+            command = [sys.executable, "-m", "eventscope.demo.services", service, "--name", name]
             command += ["--amqp-url", args.amqp_url, "--endpoint", api, "--rate", str(args.rate)]
+            command += ["--gateway-port", str(gateway_port)]
             children.append(subprocess.Popen(command))
+            if service == "gateway":
+                _wait_port(gateway_port, children[-1])
         print(f"eventscope demo: collector and SQL API on {api}, database {args.db}")
-        print(f"  services: {', '.join(_SERVICES)} on {args.amqp_url.rsplit('@', 1)[-1]}")
+        names = ", ".join(name for _, name in _SERVICES)
+        print(f"  services: {names} on {args.amqp_url.rsplit('@', 1)[-1]}")
+        print(f"  shop API: http://127.0.0.1:{gateway_port}/orders and /checkout (POST)")
         print(f'  try: eventscope sql --api {api} "select reason, count(*) from orphans group by 1"')
         until = f"; stopping by itself after {args.duration:.0f}s" if args.duration else ""
         print(f"  Ctrl-C stops everything{until}", flush=True)
@@ -158,7 +177,26 @@ def _watch(api: str, children: list[subprocess.Popen[bytes]], duration: float | 
         print(f"  [{time.monotonic() - started:5.0f}s] {_summary(api)}", flush=True)
         for child in children:
             if child.poll() is not None:
-                raise RuntimeError(f"demo service {child.args[3]} exited with status {child.returncode}")
+                raise RuntimeError(f"demo service {child.args[5]} exited with status {child.returncode}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the demo gateway exited with status {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the demo gateway did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
 def _delete_topology(params: pika.URLParameters) -> None:

@@ -1,16 +1,27 @@
 """The demo shop's exchange, queues and bindings, and the faults built into them.
 
-Healthy flow (choreography): orders publishes ``order.placed``; payments and inventory each
-consume it from their own queue; payments publishes ``payment.authorized``, inventory
-``stock.reserved``; shipping turns ``payment.authorized`` into ``shipment.created``;
-notifications consumes ``shipment.created`` and ``stock.reserved``.
+Choreography (services react to each other's events): the gateway takes ``POST /orders``,
+stores the order and an ``order.placed`` event in one local transaction (outbox) and a relay
+publishes it with the stored trace context; payments (two competing workers on one queue)
+and inventory react; payments' ``payment.authorized`` makes shipping publish
+``shipment.created``; notifications takes ``shipment.created`` and ``stock.reserved``; an
+auditor reads the business events from a stream queue, from its start.
+
+Orchestration (a saga): ``POST /checkout`` publishes ``checkout.requested``; the checkout
+orchestrator commands inventory (``stock.reserve``), then payments (``payment.authorize``),
+and confirms — or, when the payment is declined, compensates (``stock.release``) and cancels.
 
 Faults, each producing one kind of orphan:
 
 * ``refund.requested`` — nothing is bound to it: **unroutable**;
-* ``demo.audit`` — bound to ``order.*`` but no service reads it: **unconsumed**;
+* ``demo.analytics`` — bound to ``order.*``, nobody reads it: **unconsumed**;
+* ``demo.reminders`` — a queue with a 3 s message TTL and no dead-letter exchange, nobody
+  reads it: **expired**;
 * payments rejects every 7th order without requeue into the dead-letter exchange:
-  **failed** / **dead-lettered**.
+  **failed** and **dead-lettered**;
+* the fraud check's handler crashes on every 9th order before acking (the worker lives
+  on): **unacked**;
+* inventory never answers every 11th ``stock.reserve`` command: a **stuck saga**.
 """
 
 from __future__ import annotations
@@ -19,6 +30,9 @@ from typing import Any
 
 EXCHANGE = "eventscope-demo.shop"
 DEAD_LETTER_EXCHANGE = "eventscope-demo.dead-letters"
+DEAD_LETTER_QUEUE = "demo.dead-letters"
+AUDIT_STREAM = "demo.audit"
+REPLIES = "demo.checkout-replies"
 
 # queue -> (binding keys, arguments)
 QUEUES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -26,9 +40,18 @@ QUEUES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "demo.inventory": (("order.placed",), {}),
     "demo.shipping": (("payment.authorized",), {}),
     "demo.notifications": (("shipment.created", "stock.reserved"), {}),
-    "demo.audit": (("order.*",), {}),
+    "demo.fraud": (("order.placed",), {}),
+    "demo.analytics": (("order.*",), {}),
+    "demo.reminders": (("order.placed",), {"x-message-ttl": 3000}),
+    "demo.checkout": (("checkout.requested",), {}),
+    "demo.inventory-commands": (("stock.reserve", "stock.release"), {}),
+    "demo.payment-commands": (("payment.authorize",), {}),
+    REPLIES: (("stock.reserve.*", "payment.authorize.*", "stock.release.*"), {}),
 }
-DEAD_LETTER_QUEUE = "demo.dead-letters"
+# the auditor keeps the business events, not the saga's commands, nor the unroutable refunds
+STREAMS: dict[str, tuple[str, ...]] = {
+    AUDIT_STREAM: ("order.*", "payment.authorized", "shipment.*", "stock.reserved", "checkout.*")
+}
 
 
 def declare(channel: Any) -> None:
@@ -41,11 +64,15 @@ def declare(channel: Any) -> None:
         channel.queue_declare(queue, arguments=arguments or None)
         for key in keys:
             channel.queue_bind(queue, EXCHANGE, key)
+    for stream, keys in STREAMS.items():
+        channel.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
+        for key in keys:
+            channel.queue_bind(stream, EXCHANGE, key)
 
 
 def delete(channel: Any) -> None:
     """Remove what ``declare`` made."""
-    for queue in (*QUEUES, DEAD_LETTER_QUEUE):
+    for queue in (*QUEUES, *STREAMS, DEAD_LETTER_QUEUE):
         channel.queue_delete(queue)
     channel.exchange_delete(EXCHANGE)
     channel.exchange_delete(DEAD_LETTER_EXCHANGE)
