@@ -365,7 +365,6 @@ class AmqpTracing:
             A.MESSAGING_OPERATION_NAME: "process" if operation == A.OP_PROCESS else "get",
             A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key, queue),
             A.QUEUE: queue,
-            A.EXCHANGE: exchange,
         }
         # Written only when true: every exported attribute costs, and absent means false.
         if redelivered:
@@ -378,16 +377,15 @@ class AmqpTracing:
             attributes[A.MESSAGING_DELIVERY_TAG] = delivery_tag
         if event_id:
             attributes[A.MESSAGING_MESSAGE_ID] = event_id
-        # Causation and correlation live on the producer's span (one place, not one per
-        # delivery); the handler's context still carries the flow's correlation ID.
+        # The event's own facts (exchange, producer, causation, correlation) live on the
+        # producer's span, once, not on every delivery; the handler's context still carries
+        # the flow's correlation ID.
         correlation = None
         if properties is not None:
             if properties.correlation_id:
                 attributes[A.MESSAGING_CONVERSATION_ID] = str(properties.correlation_id)
             if properties.type and properties.type != routing_key:
                 attributes[A.EVENT_TYPE] = str(properties.type)
-            if properties.app_id:
-                attributes[A.PRODUCER] = str(properties.app_id)
             if isinstance(headers, Mapping) and headers:
                 correlation = decode_header(headers.get(CORRELATION_HEADER))
                 deaths = headers.get("x-death")
