@@ -18,10 +18,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import webbrowser
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pika
+
+from eventscope.tracer import firehose
 
 from . import topology
 
@@ -41,6 +45,7 @@ _SERVICES = (
     ("customers", "customers"),
 )
 _GRACE_S = 10
+_ALERT_RULES = Path(__file__).with_name("eventscope.toml")
 _SUMMARY_EVERY_S = 2.0
 _BROKER_HELP = """\
 eventscope demo needs RabbitMQ at {url}.
@@ -56,7 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default=_DEFAULT_LISTEN, help="collector address (OTLP + API)")
     parser.add_argument("--rate", type=float, default=5.0, help="orders per second")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--no-browser", action="store_true", help="do not open the dashboard")
+    parser.add_argument("--no-browser", action="store_true", help="do not open the dashboard in a browser")
+    parser.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    parser.add_argument(
+        "--no-firehose", action="store_true", help="spans only: do not tap RabbitMQ's firehose"
+    )
+    parser.add_argument(
+        "--collector", metavar="URL", help="use this running collector instead of starting one"
+    )
+    parser.add_argument(
+        "--endpoint", metavar="URL", help="where the shop exports spans (default: the collector)"
+    )
+    parser.add_argument(
+        "--dashboard-port", type=int, default=8501, help="dashboard port (default 8501; a free one if taken)"
+    )
     parser.add_argument("--keep-topology", action="store_true", help="leave the demo queues on the broker")
 
 
@@ -83,10 +101,10 @@ def query(api: str, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
 
 
-def _wait_healthy(api: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def _wait_healthy(api: str, process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"the collector exited with status {process.returncode}")
         try:
             _get(f"{api}/healthz")
@@ -112,36 +130,65 @@ def _summary(api: str) -> str:
         return f"(summary unavailable: {exc})"
 
 
+def _start_dashboard(api: str, wanted: int, *, open_browser: bool) -> subprocess.Popen[bytes] | None:
+    """The dashboard, live against the collector's API; None (and a note) if it cannot start."""
+    from eventscope.dashboard import server
+
+    port = wanted
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            port = _free_port()
+    try:
+        process = server.start(port=port, api=api, quiet=True)
+    except OSError as exc:
+        print(f"  dashboard not started: {exc}", file=sys.stderr)
+        return None
+    if not server.wait_ready(port, process):
+        print("  dashboard not started (is the `dashboard` extra installed?)", file=sys.stderr)
+        _stop([process])
+        return None
+    print(f"  dashboard: {server.url(port)}", flush=True)
+    if open_browser:
+        webbrowser.open(server.url(port))
+    return process
+
+
 def main(args: argparse.Namespace) -> int:
     if not _broker_ok(args.amqp_url):
         print(_BROKER_HELP.format(url=args.amqp_url), file=sys.stderr)
         return 2
-    api = f"http://{args.listen}"
     params = pika.URLParameters(args.amqp_url)
     connection = pika.BlockingConnection(params)
     topology.declare(connection.channel())
     connection.close()
 
+    api = args.collector.rstrip("/") if args.collector else f"http://{args.listen}"
+    endpoint = args.endpoint or api
     children: list[subprocess.Popen[bytes]] = []
-    collector = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "eventscope.tracer.cli", "--log-level", "warning", "collect"),
-            *("--db", str(Path(args.db)), "--listen", args.listen, "--grace", str(_GRACE_S)),
-        ]
-    )
+    dashboard: subprocess.Popen[bytes] | None = None
+    collector = None
+    restore_tracing = None
     error = None
     final = ""
     try:
+        if not args.collector:
+            command, restore_tracing = _collector_command(args, params)
+            collector = subprocess.Popen(command)
         _wait_healthy(api, collector)
         gateway_port = _free_port()
         for service, name in _SERVICES:
             command = [sys.executable, "-m", "eventscope.demo.services", service, "--name", name]
-            command += ["--amqp-url", args.amqp_url, "--endpoint", api, "--rate", str(args.rate)]
+            command += ["--amqp-url", args.amqp_url, "--endpoint", endpoint, "--rate", str(args.rate)]
             command += ["--gateway-port", str(gateway_port)]
             children.append(subprocess.Popen(command))
             if service == "gateway":
                 _wait_port(gateway_port, children[-1])
-        print(f"eventscope demo: collector and SQL API on {api}, database {args.db}")
+        where = f"database {args.db}" if collector is not None else "an external collector"
+        print(f"eventscope demo: collector and SQL API on {api}, {where}", flush=True)
+        if not args.no_dashboard:
+            dashboard = _start_dashboard(api, args.dashboard_port, open_browser=not args.no_browser)
         names = ", ".join(name for _, name in _SERVICES)
         print(f"  services: {names} on {args.amqp_url.rsplit('@', 1)[-1]}")
         print(f"  shop API: http://127.0.0.1:{gateway_port}/orders and /checkout (POST)")
@@ -154,11 +201,14 @@ def main(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         error = str(exc)
     finally:
-        _stop(children)
+        _stop(children if dashboard is None else [*children, dashboard])
         time.sleep(1.0)  # the services' last spans reach the collector
-        if collector.poll() is None:
+        if collector is None or collector.poll() is None:
             final = _final_report(api)
-        _stop([collector])
+        if collector is not None:
+            _stop([collector])
+        if restore_tracing is not None:
+            restore_tracing()
         if not args.keep_topology:
             _delete_topology(params)
     if error:
@@ -166,6 +216,47 @@ def main(args: argparse.Namespace) -> int:
         return 1
     print(final)
     return 0
+
+
+def _collector_command(
+    args: argparse.Namespace, params: pika.URLParameters
+) -> tuple[list[str], Callable[[], None] | None]:
+    """The demo's own collector: broker truth when it can have it, the demo's alert rules.
+
+    The firehose is turned on for the vhost here (and off again at the end, if it was off),
+    so the broker is left as it was found.
+    """
+    command = [sys.executable, "-m", "eventscope.tracer.cli", "--log-level", "warning", "collect"]
+    command += ["--db", str(Path(args.db)), "--listen", args.listen, "--grace", str(_GRACE_S)]
+    command += ["--config", str(_ALERT_RULES)]
+    restore = None
+    if not args.no_firehose:
+        vhost = params.virtual_host
+        was_on = firehose.tracing_enabled(vhost)
+        enabled, message = (True, "") if was_on else firehose.enable_tracing(vhost)
+        if enabled:
+            command += ["--amqp-url", args.amqp_url, "--firehose", "--no-trace-on"]
+            if was_on is False:
+
+                def restore() -> None:
+                    firehose.disable_tracing(vhost)
+
+        else:
+            print(f"  firehose not available ({message}); the demo runs on spans only", file=sys.stderr)
+    management = f"http://{params.credentials.username}:{params.credentials.password}@{params.host}:15672"
+    if _answers(f"http://{params.host}:15672/api/overview"):
+        command += ["--management-url", management]
+    return command, restore
+
+
+def _answers(url: str) -> bool:
+    try:
+        _get(url, timeout=1.0)
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answered (401 without credentials is an answer)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _watch(api: str, children: list[subprocess.Popen[bytes]], duration: float | None) -> None:

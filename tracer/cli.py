@@ -120,6 +120,57 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest OTLP request accepted, after decompression (default 32MiB); larger → 413",
     )
+    collect.add_argument(
+        "--config",
+        default=os.environ.get("EVENTSCOPE_CONFIG"),
+        metavar="FILE",
+        help="eventscope.toml with [alerts] rules, expectations and sinks (docs/alerts.md), validated "
+        "before anything starts (default $EVENTSCOPE_CONFIG)",
+    )
+    broker = collect.add_argument_group(
+        "broker truth",
+        "what RabbitMQ itself says: routing (firehose), dead-lettering (DLX tap), queue arguments "
+        "(management API); see docs/sql.md",
+    )
+    broker.add_argument(
+        "--amqp-url",
+        default=os.environ.get("EVENTSCOPE_AMQP_URL"),
+        metavar="URL",
+        help="broker for the firehose and dead-letter taps, e.g. amqp://guest:guest@127.0.0.1:5672/%%2F "
+        "(default $EVENTSCOPE_AMQP_URL)",
+    )
+    broker.add_argument(
+        "--firehose",
+        action="store_true",
+        help="consume amq.rabbitmq.trace (turned on for the vhost with rabbitmqctl when the broker is local)",
+    )
+    broker.add_argument(
+        "--no-trace-on",
+        dest="trace_on",
+        action="store_false",
+        help="never run rabbitmqctl trace_on; tracing must already be on for the vhost",
+    )
+    broker.add_argument(
+        "--dlx",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a dead-letter exchange to tap (repeatable); --management-url finds the others",
+    )
+    broker.add_argument(
+        "--management-url",
+        default=os.environ.get("EVENTSCOPE_MANAGEMENT_URL"),
+        metavar="URL",
+        help="RabbitMQ management API, e.g. http://guest:guest@127.0.0.1:15672: queues, bindings, "
+        "queue arguments (TTL, DLX) (default $EVENTSCOPE_MANAGEMENT_URL)",
+    )
+    broker.add_argument(
+        "--management-interval",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often the management API is polled (default 5)",
+    )
 
     sql = commands.add_parser(
         "sql",
@@ -169,6 +220,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_arguments(chain)
     chain.add_argument("event_id", metavar="EVENT_ID")
 
+    alerts = commands.add_parser(
+        "alerts",
+        help="alerts fired by the collector's rules, as a table",
+        description="Alerts (newest first) with their rule, severity, status, reason and delivery state.",
+    )
+    _add_source_arguments(alerts)
+    alerts.add_argument("--firing", action="store_true", help="only the alerts not resolved yet")
+    alerts.add_argument("--limit", type=int, default=100, help="at most this many rows (default 100)")
+
+    rules = commands.add_parser(
+        "rules",
+        help="check an eventscope.toml",
+        description="Alert rules: `eventscope rules check FILE` validates a configuration file.",
+    )
+    rules_commands = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    check = rules_commands.add_parser(
+        "check",
+        help="validate FILE: OK and a summary, or every error with its line (exit 1)",
+    )
+    check.add_argument("file", metavar="FILE")
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="the Streamlit dashboard, against a running collector or a database file",
+        description=(
+            "Serve the dashboard on 127.0.0.1 (XSRF protection on). Live against a running collector "
+            "(--api, the default) or post-mortem on a DuckDB file no collector holds (--db)."
+        ),
+    )
+    _add_source_arguments(dashboard)
+    dashboard.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    dashboard.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="listen address (default 127.0.0.1; 0.0.0.0 only inside a container)",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="collector + dashboard + a small shop on RabbitMQ producing healthy chains and orphans",
@@ -191,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "orphans",
         "chain",
         "demo",
+        "alerts",
+        "rules",
     )  # their output is for people; library chatter is not
     level = max(logging.WARNING, _level(args.log_level)) if quiet else _level(args.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -198,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _collect(args)
     if args.command in ("sql", "orphans", "chain"):
         return _read_command(args)
+    if args.command == "alerts":
+        return _alerts(args)
+    if args.command == "rules":
+        return _rules_check(args.file)
+    if args.command == "dashboard":
+        return _dashboard(args)
     if args.command == "demo":
         from eventscope.demo import runner
 
@@ -216,12 +312,31 @@ def _collect(args: argparse.Namespace) -> int:
     from eventscope.tracer.store import StoreLocked
 
     host, port = args.listen
+    if (args.firehose or args.dlx) and not args.amqp_url:
+        print("eventscope collect: --firehose and --dlx need --amqp-url", file=sys.stderr)
+        return 2
+    alerts = None
+    if args.config:
+        from eventscope.tracer.rules import ConfigError, load
+
+        try:
+            alerts = load(args.config)
+        except ConfigError as exc:
+            print(f"eventscope collect: {args.config} is not valid; nothing started:\n{exc}", file=sys.stderr)
+            return 1
     config = CollectorConfig(
         db_path=args.db,
         grace_s=args.grace,
         retention_s=args.retention,
         max_body=args.max_body,
         token=args.token or None,
+        amqp_url=args.amqp_url or None,
+        firehose=args.firehose,
+        trace_on=args.trace_on,
+        dlx=tuple(args.dlx),
+        management_url=args.management_url or None,
+        management_interval_s=args.management_interval or 5.0,
+        alerts=alerts,
     )
     # uvicorn re-raises the signal that stopped it to the handlers it found: make those ours,
     # so a SIGTERM/SIGINT shutdown (flushed and closed) ends with exit status 0.
@@ -229,11 +344,80 @@ def _collect(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: None)
     try:
         serve(config, host=host, port=port, log_level=args.log_level)
-    except StoreLocked as exc:
+    except (StoreLocked, ValueError) as exc:
         print(f"eventscope collect: {exc}", file=sys.stderr)
         return 1
     logger.info("collector stopped; %s closed", args.db)
     return 0
+
+
+# -- alerts, rules ----------------------------------------------------------------------------
+_ALERT_COLUMNS = (
+    "status",
+    "severity",
+    "rule",
+    "reason",
+    "queue",
+    "event_type",
+    "event_id",
+    "fired_at",
+    "delivered",
+)
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from eventscope.tracer.client import SourceError, open_source
+
+    try:
+        source = open_source(db=args.db, api=args.api, token=args.token)
+        try:
+            rows = source.ask("alert_details", firing=args.firing, limit=args.limit)
+        finally:
+            source.close()
+    except SourceError as exc:
+        print(f"eventscope alerts: {exc}", file=sys.stderr)
+        return 1
+    cells = []
+    for row in rows:
+        delivered = (
+            "yes" if row.get("delivered") else f"no: {row['last_error']}" if row.get("last_error") else "no"
+        )
+        cells.append([_cell(delivered if c == "delivered" else row.get(c)) for c in _ALERT_COLUMNS])
+    sys.stdout.write(_format("table", list(_ALERT_COLUMNS), cells))
+    return 0
+
+
+def _rules_check(path: str) -> int:
+    from eventscope.tracer.rules import ConfigError, load
+
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: OK, {config.summary()}")
+    return 0
+
+
+# -- dashboard --------------------------------------------------------------------------------
+def _dashboard(args: argparse.Namespace) -> int:
+    from eventscope.dashboard import server
+
+    if args.db and not os.path.exists(args.db):
+        print(f"eventscope dashboard: no eventscope database at {args.db}", file=sys.stderr)
+        return 1
+    api = None if args.db else (args.api or os.environ.get("EVENTSCOPE_API") or _DEFAULT_API)
+    process = server.start(port=args.port, db=args.db, api=api, token=args.token, host=args.address)
+    source = f"database {args.db}" if args.db else f"collector {api}"
+    print(
+        f"eventscope dashboard on {server.url(args.port, args.address)} ({source}); Ctrl-C stops it",
+        flush=True,
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: process.terminate())
+    status = process.wait()
+    return 0 if status in (0, -signal.SIGTERM, -signal.SIGINT) else 1
 
 
 # -- sql, orphans, chain ------------------------------------------------------------------

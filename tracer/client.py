@@ -37,6 +37,14 @@ class Source(Protocol):
 
     def event(self, event_id: str) -> dict[str, Any] | None: ...
 
+    def ask(self, question: str, **params: Any) -> Any:
+        """The answer of ``queries.QUESTIONS[question]`` (JSON-ready shapes) with ``params``."""
+        ...
+
+    def health(self) -> dict[str, Any] | None:
+        """The collector's own health (received, rejected, refused, dropped); None for a file."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -52,10 +60,13 @@ class FileSource:
             raise SourceError(str(exc)) from None
 
     def _ask(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._connection.cursor()  # one per question: callers may share the source across threads
         try:
-            return function(self._connection, *args, **kwargs)
+            return function(cursor, *args, **kwargs)
         except (queries.SqlRejected, queries.SqlError, queries.SqlTimeout) as exc:
             raise SourceError(str(exc)) from None
+        finally:
+            cursor.close()
 
     def sql(self, query: str, *, arrow: bool = False) -> queries.SqlResult:
         return self._ask(queries.run_sql, query, max_rows=None, timeout_s=None, arrow=arrow)
@@ -70,6 +81,15 @@ class FileSource:
 
     def event(self, event_id: str) -> dict[str, Any] | None:
         return self._ask(queries.event, event_id)
+
+    def ask(self, question: str, **params: Any) -> Any:
+        function = queries.QUESTIONS.get(question)
+        if function is None:
+            raise SourceError(f"unknown question {question!r}")
+        return self._ask(function, **params)
+
+    def health(self) -> dict[str, Any] | None:
+        return None
 
     def close(self) -> None:
         self._connection.close()
@@ -147,8 +167,45 @@ class ApiSource:
             raise SourceError(f"HTTP {response.status_code}: {response.text[:200]}")
         return response.json()
 
+    def ask(self, question: str, **params: Any) -> Any:
+        given = {name: _query_value(value) for name, value in params.items() if value is not None}
+        return self._get(f"/api/{question}", params=given).json()["result"]
+
+    def health(self) -> dict[str, Any] | None:
+        state = self._get("/healthz").json()
+        samples = _metric_samples(self._get("/metrics").text)
+        return {
+            **state,
+            "spans_received": samples.get("eventscope_spans_received_total", 0.0),
+            "spans_accepted": samples.get("eventscope_spans_accepted_total", 0.0),
+            "spans_rejected": samples.get("eventscope_spans_rejected_total", 0.0),
+            "requests_refused": samples.get("eventscope_requests_refused_total", 0.0),
+            "dropped": samples.get("eventscope_dropped_total", 0.0),
+        }
+
     def close(self) -> None:
         self._http.close()
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text → {metric name: value summed over its labels}."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.split("{", 1)[0]
+        try:
+            samples[name] = samples.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return samples
 
 
 def open_source(*, db: str | None = None, api: str | None = None, token: str | None = None) -> Source:

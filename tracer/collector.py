@@ -10,7 +10,12 @@ Routes (every listener binds 127.0.0.1 unless told otherwise):
 * ``GET|POST /api/sql`` — one read-only SELECT, sandboxed, time-limited, row-capped; JSON, or
   Arrow IPC stream with ``Accept: application/vnd.apache.arrow.stream`` (or ``?format=arrow``).
 * ``GET /api/orphans``, ``GET /api/events/{id}``, ``GET /api/chain/{id}`` — the common questions.
-* ``GET /healthz``, ``GET /metrics`` (Prometheus text, with orphans by reason).
+* ``GET /api/<question>?param=value`` — every function of ``queries.QUESTIONS`` (the
+  dashboard's questions: summary, rates, events_page, chain_detail, topology, lag, ...), its
+  keyword parameters from the query string; ``{"result": ...}``.
+* ``GET /healthz``, ``GET /metrics`` (Prometheus text, with orphans by reason), both with the
+  state of the broker receivers (firehose tap, dead-letter tap, management poller) when they
+  run: :mod:`receivers`. They reconnect by themselves; the collector keeps serving meanwhile.
 
 With a token configured (``--token`` / ``EVENTSCOPE_TOKEN``) every route but ``/healthz``
 needs ``Authorization: Bearer TOKEN`` (OTLP exporters: ``OTEL_EXPORTER_OTLP_HEADERS=
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import socket
@@ -43,8 +49,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from eventscope.tracer import otlp, queries
+from eventscope.tracer.alerts import AlertEngine
 from eventscope.tracer.client import ARROW_STREAM
 from eventscope.tracer.normaliser import Normalised, normalise
+from eventscope.tracer.receivers import BrokerReceivers
+from eventscope.tracer.rules import AlertsConfig
 from eventscope.tracer.store import Store
 from eventscope.tracer.writer import DROP_POLICY, WriteQueueFull, Writer
 
@@ -79,6 +88,14 @@ class CollectorConfig:
     memory_limit: str = "1GB"
     threads: int | None = None
     token: str | None = None  # bearer token required on every route but /healthz
+    amqp_url: str | None = None  # broker taps (firehose, dead-letter tap) connect here
+    firehose: bool = False
+    trace_on: bool = True  # run `rabbitmqctl trace_on` for the vhost (local broker only)
+    dlx: tuple[str, ...] = ()  # dead-letter exchanges to tap (the management poller finds more)
+    management_url: str | None = None
+    management_interval_s: float = 5.0
+    broker_flush_s: float = 0.2  # how often the taps hand what they read to the writer
+    alerts: AlertsConfig | None = None  # validated [alerts] of eventscope.toml (rules.load)
 
     def __post_init__(self) -> None:
         if self.max_body < 1:
@@ -87,15 +104,23 @@ class CollectorConfig:
             raise ValueError("grace_s must be >= 0")
         if self.retention_s is not None and self.retention_s <= 0:
             raise ValueError("retention_s must be positive")
+        if (self.firehose or self.dlx) and not self.amqp_url:
+            raise ValueError("the firehose and dead-letter taps need amqp_url")
+        if self.management_interval_s <= 0 or self.broker_flush_s <= 0:
+            raise ValueError("management_interval_s and broker_flush_s must be positive")
 
 
 class Collector:
     """The store, its writer thread and the counters /metrics reports."""
 
-    def __init__(self, config: CollectorConfig, store: Store, writer: Writer) -> None:
+    def __init__(
+        self, config: CollectorConfig, store: Store, writer: Writer, receivers: BrokerReceivers | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.writer = writer
+        self.receivers = receivers
+        self.alerts: AlertEngine | None = None
         self.counters: Counter[str] = Counter()
         self.responses: Counter[int] = Counter()
         self._sql_limiter: anyio.CapacityLimiter | None = None
@@ -106,11 +131,41 @@ class Collector:
         store = Store.open(
             config.db_path, grace_s=config.grace_s, memory_limit=config.memory_limit, threads=config.threads
         )
-        writer = Writer(store, max_pending=config.max_pending_batches, retention_s=config.retention_s)
-        return cls(config, store, writer.start())
+        writer = Writer(store, max_pending=config.max_pending_batches, retention_s=config.retention_s).start()
+        receivers = None
+        engine = None
+        try:
+            if config.alerts is not None:  # before the taps, so that it sees every commit
+                engine = AlertEngine(config.alerts, store=store, writer=writer).start()
+            if config.amqp_url or config.management_url:
+                receivers = BrokerReceivers(
+                    writer,
+                    amqp_url=config.amqp_url,
+                    firehose=config.firehose,
+                    trace_on=config.trace_on,
+                    dlx=config.dlx,
+                    management_url=config.management_url,
+                    management_interval_s=config.management_interval_s,
+                    flush_interval_s=config.broker_flush_s,
+                ).start()
+        except BaseException:
+            if engine is not None:
+                engine.stop()
+            writer.close()
+            store.close()
+            raise
+        collector = cls(config, store, writer, receivers)
+        collector.alerts = engine
+        return collector
 
     def close(self) -> None:
-        """Write what is queued, then checkpoint and close the store; idempotent."""
+        """Stop the broker receivers (they flush), write what is queued, then checkpoint and
+        close the store; idempotent.
+        """
+        if self.receivers is not None:
+            self.receivers.stop()
+        if self.alerts is not None:  # its last delivery outcomes go through the writer
+            self.alerts.stop()
         self.writer.close()
         self.store.close()
 
@@ -157,6 +212,10 @@ class Collector:
                 [(f'{{code="{code}"}}', n) for code, n in sorted(self.responses.items())],
             ),
         ]
+        if self.receivers is not None:
+            families += self.receivers.metric_families()
+        if self.alerts is not None:
+            families += self.alerts.metric_families()
         lines: list[str] = []
         for name, kind, help_text, samples in families:
             lines.append(f"# HELP eventscope_{name} {help_text}")
@@ -348,10 +407,53 @@ async def _chain(request: Request) -> Response:
     return JSONResponse({"event_id": event_id, "chain": result})
 
 
+def _question_params(function: Callable[..., Any], given: Any) -> dict[str, Any]:
+    """Query-string values typed by the question's annotations; ValueError for bad ones."""
+    parameters = inspect.signature(function).parameters
+    params: dict[str, Any] = {}
+    for name, text in given.items():
+        parameter = parameters.get(name)
+        if parameter is None or name == "connection":
+            raise ValueError(f"unknown parameter {name!r}")
+        annotation = str(parameter.annotation)
+        if annotation.startswith("int"):
+            params[name] = int(text)
+        elif annotation.startswith("float"):
+            params[name] = float(text)
+        elif annotation.startswith("bool"):
+            params[name] = text.lower() in ("1", "true", "yes")
+        else:
+            params[name] = text
+    return params
+
+
+def _question(function: Callable[..., Any]) -> Callable[[Request], Any]:
+    async def handler(request: Request) -> Response:
+        collector: Collector = request.app.state.collector
+        try:
+            params = _question_params(function, request.query_params)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        try:
+            result = await _guarded(collector, function, **params)
+        except TypeError as exc:  # a required parameter is missing
+            return _error(400, str(exc))
+        if isinstance(result, Response):
+            return result
+        return JSONResponse({"result": result})
+
+    return handler
+
+
 async def _healthz(request: Request) -> Response:
     collector: Collector = request.app.state.collector
     alive = collector.writer.alive
-    body = {"status": "ok" if alive else "writer stopped", "write_queue_depth": collector.writer.depth}
+    body: dict[str, Any] = {
+        "status": "ok" if alive else "writer stopped",
+        "write_queue_depth": collector.writer.depth,
+    }
+    if collector.receivers is not None:
+        body.update(collector.receivers.state())
     return JSONResponse(body, status_code=200 if alive else 503)
 
 
@@ -406,6 +508,10 @@ def create_app(collector: Collector) -> Starlette:
             Route("/api/orphans", _orphans, methods=["GET"]),
             Route("/api/events/{event_id:path}", _event, methods=["GET"]),
             Route("/api/chain/{event_id:path}", _chain, methods=["GET"]),
+            *(
+                Route(f"/api/{name}", _question(function), methods=["GET"])
+                for name, function in queries.QUESTIONS.items()
+            ),
             Route("/healthz", _healthz, methods=["GET"]),
             Route("/metrics", _metrics, methods=["GET"]),
         ],

@@ -21,40 +21,40 @@ import hashlib
 import logging
 import shutil
 import subprocess
-import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pika
 
+from .broker import Death, message_event_id, parse_deaths
 from .propagation import CAUSATION_HEADER, CORRELATION_HEADER, TRACEPARENT_HEADER, decode_header
+from .tap import COLLECTOR_QUEUE_PREFIX, AmqpTap
 
 __all__ = [
     "COLLECTOR_QUEUE_PREFIX",
     "FirehoseRecord",
     "FirehoseTap",
+    "disable_tracing",
     "enable_tracing",
+    "how_to_enable_tracing",
     "parse_record",
+    "tracing_enabled",
 ]
 
 logger = logging.getLogger(__name__)
 
 TRACE_EXCHANGE = "amq.rabbitmq.trace"
-COLLECTOR_QUEUE_PREFIX = "eventscope.collector."
-_DEFAULT_BATCH = 500
-_DEFAULT_FLUSH_S = 0.2
-_DEFAULT_PREFETCH = 2000
-_RECONNECT_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class FirehoseRecord:
-    """One firehose record, decoded. ``record_id`` is stable across replays of the record."""
+    """One firehose record, decoded. ``record_id`` is stable across replays of the record;
+    ``event_id`` is :func:`broker.message_event_id` of the message it records.
+    """
 
     record_id: str
+    event_id: str
     kind: str  # "publish" | "deliver"
     observed_at_ns: int
     exchange: str
@@ -75,6 +75,7 @@ class FirehoseRecord:
     connection: str | None
     channel: int | None
     user: str | None
+    deaths: tuple[Death, ...] = ()  # x-death of a dead-lettered copy (deliver records)
 
 
 def _texts(value: Any) -> tuple[str, ...]:
@@ -116,12 +117,15 @@ def parse_record(
     message_headers = properties.get("headers")
     message_headers = message_headers if isinstance(message_headers, Mapping) else {}
     redelivered = headers.get("redelivered")
+    exchange = decode_header(headers.get("exchange_name")) or ""
+    routing_keys = _texts(headers.get("routing_keys"))
     return FirehoseRecord(
         record_id=_identity(routing_key, headers, body or b""),
+        event_id=message_event_id(properties, body, exchange=exchange, routing_keys=routing_keys),
         kind=kind,
         observed_at_ns=observed_at_ns,
-        exchange=decode_header(headers.get("exchange_name")) or "",
-        routing_keys=_texts(headers.get("routing_keys")),
+        exchange=exchange,
+        routing_keys=routing_keys,
         queue=name if kind == "deliver" else None,
         routed_queues=_routed(headers.get("routed_queues")) if kind == "publish" else None,
         redelivered=bool(redelivered) if kind == "deliver" and redelivered is not None else None,
@@ -138,6 +142,7 @@ def parse_record(
         connection=decode_header(headers.get("connection")),
         channel=_int(headers.get("channel")),
         user=decode_header(headers.get("user")),
+        deaths=parse_deaths(message_headers) if kind == "deliver" else (),
     )
 
 
@@ -146,10 +151,7 @@ def enable_tracing(vhost: str = "/") -> tuple[bool, str]:
 
     Returns ``(enabled, message)``; when it cannot, the message says exactly how to do it.
     """
-    how = (
-        f"turn the firehose on for vhost {vhost!r} on the broker host: rabbitmqctl trace_on -p {vhost!r} "
-        f'(or the management API: PUT /api/vhosts/{vhost.replace("/", "%2F")} with {{"tracing": true}})'
-    )
+    how = how_to_enable_tracing(vhost)
     rabbitmqctl = shutil.which("rabbitmqctl")
     if rabbitmqctl is None:
         return False, f"rabbitmqctl is not available here; {how}"
@@ -165,6 +167,14 @@ def enable_tracing(vhost: str = "/") -> tuple[bool, str]:
     return True, f"firehose tracing is on for vhost {vhost!r}"
 
 
+def how_to_enable_tracing(vhost: str = "/") -> str:
+    """What an operator runs to turn the firehose on for ``vhost``."""
+    return (
+        f"turn the firehose on for vhost {vhost!r} on the broker host: rabbitmqctl trace_on -p {vhost!r} "
+        f'(or the management API: PUT /api/vhosts/{vhost.replace("/", "%2F")} with {{"tracing": true}})'
+    )
+
+
 def disable_tracing(vhost: str = "/") -> bool:
     """Turn the firehose off again (what ``enable_tracing`` turned on)."""
     rabbitmqctl = shutil.which("rabbitmqctl")
@@ -176,112 +186,54 @@ def disable_tracing(vhost: str = "/") -> bool:
     return result.returncode == 0
 
 
+def tracing_enabled(vhost: str = "/") -> bool | None:
+    """Is the firehose on for ``vhost``? ``None`` when ``rabbitmqctl`` cannot tell."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        return None
+    try:
+        result = subprocess.run(
+            [rabbitmqctl, "list_vhosts", "name", "tracing"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    for line in result.stdout.splitlines():
+        name, _, state = line.partition("\t")
+        if name == vhost:
+            return state.strip() == "true"
+    return None
+
+
 Sink = Callable[[Sequence[FirehoseRecord]], None]
 
 
-class FirehoseTap:
+class FirehoseTap(AmqpTap[FirehoseRecord]):
     """Consumes ``amq.rabbitmq.trace`` in a thread of its own and hands batches to ``sink``.
 
     ``sink`` is called from the tap's thread with at most ``batch_size`` records, at least
     every ``flush_interval_s`` while records arrive; the records are acknowledged when it
     returns. If it raises, the batch is requeued (and retried) rather than lost. The tap
-    reconnects with backoff after broker restarts; ``stop()`` ends it.
+    reconnects with backoff after broker restarts; ``stop()`` ends it (see :mod:`tap`).
     """
 
-    def __init__(
-        self,
-        parameters: pika.ConnectionParameters | pika.URLParameters,
-        sink: Sink,
-        *,
-        batch_size: int = _DEFAULT_BATCH,
-        flush_interval_s: float = _DEFAULT_FLUSH_S,
-        prefetch: int = _DEFAULT_PREFETCH,
-    ) -> None:
-        if batch_size < 1 or flush_interval_s <= 0:
-            raise ValueError("batch_size must be >= 1 and flush_interval_s > 0")
-        self.parameters = parameters
-        self.sink = sink
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.prefetch = max(prefetch, batch_size)
-        self.queue = f"{COLLECTOR_QUEUE_PREFIX}firehose.{uuid.uuid4().hex[:12]}"
-        self.received = 0
-        self.skipped = 0
-        self.sink_failures = 0
-        self.connected = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="eventscope-firehose", daemon=True)
+    name = "firehose"
 
-    def start(self) -> FirehoseTap:
-        self._thread.start()
-        return self
+    def _declare(self, connection: pika.BlockingConnection, channel: Any) -> None:
+        channel.queue_declare(self.queue, exclusive=True, auto_delete=True)
+        channel.queue_bind(self.queue, TRACE_EXCHANGE, "publish.#")
+        channel.queue_bind(self.queue, TRACE_EXCHANGE, "deliver.#")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                self._consume()
-                backoff = 0.5
-            except Exception as exc:
-                self.connected.clear()
-                if self._stop.is_set():
-                    break
-                logger.warning("firehose tap disconnected (%s); reconnecting in %.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _RECONNECT_MAX_S)
-
-    def _consume(self) -> None:
-        connection = pika.BlockingConnection(self.parameters)
-        try:
-            channel = connection.channel()
-            channel.queue_declare(self.queue, exclusive=True, auto_delete=True)
-            channel.queue_bind(self.queue, TRACE_EXCHANGE, "publish.#")
-            channel.queue_bind(self.queue, TRACE_EXCHANGE, "deliver.#")
-            channel.basic_qos(prefetch_count=self.prefetch)
-            self.connected.set()
-            pending: list[FirehoseRecord] = []
-            last_tag = 0
-            deadline = time.monotonic() + self.flush_interval_s
-            for method, properties, body in channel.consume(
-                self.queue, inactivity_timeout=self.flush_interval_s
-            ):
-                if method is not None:
-                    last_tag = method.delivery_tag
-                    self.received += 1
-                    record = parse_record(method.routing_key, properties.headers, body, time.time_ns())
-                    if record is None or _is_own(record):
-                        self.skipped += 1
-                    else:
-                        pending.append(record)
-                if last_tag and (len(pending) >= self.batch_size or time.monotonic() >= deadline):
-                    self._flush(channel, pending, last_tag)
-                    pending, last_tag = [], 0
-                if method is None or time.monotonic() >= deadline:
-                    deadline = time.monotonic() + self.flush_interval_s
-                if self._stop.is_set():
-                    if last_tag:
-                        self._flush(channel, pending, last_tag)
-                    channel.cancel()
-                    break
-        finally:
-            self.connected.clear()
-            if connection.is_open:
-                connection.close()
-
-    def _flush(self, channel: Any, records: list[FirehoseRecord], last_tag: int) -> None:
-        try:
-            if records:
-                self.sink(records)
-        except Exception:
-            self.sink_failures += 1
-            logger.exception("firehose sink failed; %d records go back to the queue", len(records))
-            channel.basic_nack(last_tag, multiple=True, requeue=True)
-            return
-        channel.basic_ack(last_tag, multiple=True)
+    def _parse(self, method: Any, properties: Any, body: bytes, observed_at_ns: int) -> FirehoseRecord | None:
+        record = parse_record(method.routing_key, properties.headers, body, observed_at_ns)
+        if record is None or _is_own(record):
+            return None
+        return record
 
 
 def _is_own(record: FirehoseRecord) -> bool:

@@ -363,6 +363,8 @@ def _delivery(
             "error": error,
             "trace_id": trace_id,
             "span_id": span_id,
+            "source": "span",
+            "record_id": None,
         }
     )
     if event_id is None:

@@ -25,16 +25,39 @@ from typing import Any
 import duckdb
 
 __all__ = [
+    "QUESTIONS",
     "SqlError",
     "SqlRejected",
     "SqlResult",
     "SqlTimeout",
+    "alert_candidates",
+    "alert_details",
+    "alerts",
     "chain",
+    "chain_detail",
     "event",
+    "event_types",
+    "events_page",
+    "facets",
+    "fanout",
+    "fanout_delivered",
+    "fanout_matrix",
     "jsonable",
+    "lag",
     "orphan_counts",
+    "orphan_report",
+    "orphaned_groups",
     "orphans",
+    "rates",
+    "recent_events",
     "run_sql",
+    "schema",
+    "slowest",
+    "summary",
+    "top_orphaned",
+    "topology",
+    "upstream",
+    "workflows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -288,3 +311,839 @@ def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any
 def chain(connection: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[str, Any]]:
     """The event and everything downstream of it, with depth and cause, shallowest first."""
     return _records(connection, _CHAIN, {"event_id": event_id})
+
+
+# -- the dashboard's questions ----------------------------------------------------------------
+# Each takes keyword-only parameters of plain types (str, int, float, bool or None): the
+# collector serves every one of them as ``GET /api/<name>?param=value`` (see QUESTIONS).
+_DEFAULT_BUCKETS = 60
+_OUTCOMES = ("ack", "nack", "reject", "requeue", "error", "unsettled")
+
+_SUMMARY = """
+SELECT (SELECT count(*) FROM events) AS events,
+       (SELECT count(*) FROM deliveries) AS deliveries,
+       (SELECT count(*) FROM causal_edges) AS causal_edges,
+       (SELECT count(DISTINCT producer_service) FROM events) AS producers,
+       (SELECT count(DISTINCT consumer_service) FROM deliveries) AS consumers,
+       (SELECT min(published_at) FROM events) AS first_at,
+       (SELECT max(published_at) FROM events) AS last_at,
+       (SELECT count(*) FROM alerts WHERE resolved_at IS NULL) AS alerts_firing
+"""
+
+_RATES = """
+WITH published AS (
+    SELECT time_bucket(to_microseconds(CAST($bucket_s * 1000000 AS BIGINT)), published_at) AS bucket,
+           count(*) AS events
+    FROM events GROUP BY 1
+),
+received AS (
+    SELECT time_bucket(to_microseconds(CAST($bucket_s * 1000000 AS BIGINT)), received_at) AS bucket,
+           count(*) AS deliveries
+    FROM deliveries GROUP BY 1
+)
+SELECT bucket, coalesce(p.events, 0) / $bucket_s AS events_per_s,
+       coalesce(r.deliveries, 0) / $bucket_s AS deliveries_per_s
+FROM published p FULL OUTER JOIN received r USING (bucket)
+ORDER BY bucket
+"""
+
+# One pass over the orphans view (its cost dominates at scale), three shapes in one result:
+# 'group' rows (per reason, event type, exchange, routing key, queue), 'bucket' rows (per time
+# bucket and reason) and the newest $limit orphan 'row's.
+_ORPHAN_REPORT = """
+WITH o AS MATERIALIZED (
+    SELECT event_id, event_type, exchange, routing_key, queue, reason, published_at, age_s FROM orphans
+)
+SELECT 'group' AS kind, NULL::TIMESTAMPTZ AS bucket, reason, event_type, exchange, routing_key, queue,
+       count(*) AS n, NULL::VARCHAR AS event_id, max(published_at) AS published_at, NULL::DOUBLE AS age_s
+FROM o GROUP BY reason, event_type, exchange, routing_key, queue
+UNION ALL
+SELECT 'bucket', time_bucket(to_microseconds(CAST($bucket_s * 1000000 AS BIGINT)), published_at), reason,
+       NULL, NULL, NULL, NULL, count(*), NULL, NULL, NULL
+FROM o GROUP BY 2, 3
+UNION ALL
+(SELECT 'row', NULL, reason, event_type, exchange, routing_key, queue, NULL, event_id, published_at, age_s
+ FROM o ORDER BY published_at DESC, event_id, queue LIMIT $limit)
+"""
+
+_CONSISTENCY_PER_EVENT = """
+SELECT e.event_id, e.event_type, e.published_at,
+       date_diff('millisecond', e.published_at, max(coalesce(d.settled_at, d.received_at)))
+           AS consistent_after_ms,
+       count(*) AS deliveries
+FROM events e JOIN deliveries d ON d.event_id = e.event_id
+GROUP BY e.event_id, e.event_type, e.published_at
+"""
+
+_SLOWEST = f"""
+SELECT * FROM ({_CONSISTENCY_PER_EVENT}) ORDER BY consistent_after_ms DESC, event_id LIMIT $limit
+"""
+
+_FACETS = """
+SELECT 'event_type' AS facet, event_type AS value FROM (SELECT DISTINCT event_type FROM events)
+UNION ALL SELECT 'service', s FROM (
+    SELECT producer_service AS s FROM events UNION SELECT consumer_service FROM deliveries
+)
+UNION ALL SELECT 'exchange', exchange FROM (SELECT DISTINCT exchange FROM events)
+UNION ALL SELECT 'queue', queue FROM (SELECT DISTINCT queue FROM deliveries)
+ORDER BY facet, value
+"""
+
+_EVENT_FILTER = """
+FROM events e
+WHERE ($since IS NULL OR e.published_at >= CAST($since AS TIMESTAMPTZ))
+  AND ($until IS NULL OR e.published_at < CAST($until AS TIMESTAMPTZ))
+  AND ($event_type IS NULL OR e.event_type = $event_type)
+  AND ($exchange IS NULL OR e.exchange = $exchange)
+  AND ($routing_key IS NULL OR e.routing_key = $routing_key)
+  AND ($trace_id IS NULL OR e.trace_id = $trace_id)
+  AND ($event_id IS NULL OR e.event_id = $event_id OR e.correlation_id = $event_id)
+  AND ($service IS NULL OR e.producer_service = $service OR EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.consumer_service = $service))
+  AND ($queue IS NULL OR EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.queue = $queue))
+  AND ($outcome IS NULL OR EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id
+          AND (d.outcome = $outcome OR ($outcome = 'unsettled' AND d.outcome IS NULL))))
+"""
+
+_EVENTS_PAGE = f"""
+WITH page AS (
+    SELECT e.event_id, e.published_at, e.event_type, e.producer_service, e.exchange, e.routing_key,
+           e.trace_id, e.correlation_id, e.causation_id, e.payload_size
+    {_EVENT_FILTER}
+    ORDER BY e.published_at DESC, e.event_id
+    LIMIT $limit OFFSET $offset
+)
+SELECT p.*, count(d.event_id) AS deliveries,
+       string_agg(DISTINCT d.queue, ', ' ORDER BY d.queue) AS queues,
+       string_agg(DISTINCT coalesce(d.outcome, 'unsettled'), ', ' ORDER BY coalesce(d.outcome, 'unsettled'))
+           AS outcomes
+FROM page p LEFT JOIN deliveries d ON d.event_id = p.event_id
+GROUP BY ALL
+ORDER BY p.published_at DESC, p.event_id
+"""
+
+_EVENTS_COUNT = f"SELECT count(*) AS n {_EVENT_FILTER}"
+
+_UPSTREAM = """
+WITH RECURSIVE walk(event_id, depth, effect_event_id) AS (
+    SELECT CAST($event_id AS VARCHAR), 0, NULL::VARCHAR
+    UNION
+    SELECT ce.cause_event_id, walk.depth + 1, ce.effect_event_id
+    FROM walk JOIN causal_edges ce ON ce.effect_event_id = walk.event_id
+    WHERE walk.depth < 256 AND ce.cause_event_id <> CAST($event_id AS VARCHAR)
+)
+SELECT w.event_id, min(w.depth) AS depth, arg_min(w.effect_event_id, w.depth) AS effect_event_id,
+       any_value(e.event_type) AS event_type, any_value(e.producer_service) AS producer_service,
+       any_value(e.published_at) AS published_at
+FROM walk w LEFT JOIN events e USING (event_id)
+WHERE w.depth > 0
+GROUP BY w.event_id
+ORDER BY depth, w.event_id
+"""
+
+_CHAIN_HOPS = """
+SELECT c.event_id, c.depth, c.cause_event_id, e.event_type, e.producer_service, e.exchange,
+       e.routing_key, e.published_at, e.trace_id, e.correlation_id, e.source,
+       d.queue, d.consumer_service, d.received_at, d.settled_at, d.outcome, d.redelivered, d.error,
+       date_diff('microsecond', e.published_at, d.received_at) / 1000.0 AS wait_ms,
+       date_diff('microsecond', d.received_at, d.settled_at) / 1000.0 AS processing_ms
+FROM chain($event_id) c
+LEFT JOIN events e USING (event_id)
+LEFT JOIN deliveries d ON d.event_id = c.event_id
+ORDER BY c.depth, e.published_at, c.event_id, d.received_at, d.queue
+"""
+
+_CHAIN_ORPHANS = """
+WITH o AS MATERIALIZED (SELECT event_id, queue, reason, age_s FROM orphans)
+SELECT o.event_id, o.queue, o.reason, o.age_s
+FROM o WHERE o.event_id IN (SELECT event_id FROM chain($event_id))
+ORDER BY o.event_id, o.queue
+"""
+
+_CHAIN_DEATHS = """
+SELECT event_id, queue, reason, count, died_at, exchange, routing_keys, dead_letter_exchange
+FROM dead_letters WHERE event_id IN (SELECT event_id FROM chain($event_id))
+ORDER BY event_id, died_at, queue
+"""
+
+_TRACE_LINKS = """
+SELECT DISTINCT s.trace_id AS trace_id, l.link->>'trace_id' AS linked_trace_id
+FROM spans s, unnest(CAST(s.links AS JSON[])) AS l(link)
+WHERE s.event_id IN (SELECT event_id FROM chain($event_id))
+  AND l.link->>'trace_id' <> s.trace_id
+ORDER BY 1, 2
+"""
+
+# Per (event type, queue): events delivered there (first attempts) and acked. Redeliveries
+# and repeated acks of one message are rare enough to count this way, without DISTINCT.
+_FANOUT_DELIVERED = """
+WITH typed AS (SELECT event_type, count(*) AS events FROM events GROUP BY 1)
+SELECT e.event_type, d.queue, any_value(d.consumer_service) AS consumer_service,
+       any_value(t.events) AS events,
+       count(*) FILTER (WHERE NOT coalesce(d.redelivered, false)) AS delivered,
+       count(*) FILTER (WHERE d.outcome = 'ack') AS acked
+FROM deliveries d JOIN events e ON e.event_id = d.event_id JOIN typed t ON t.event_type = e.event_type
+WHERE d.queue IS NOT NULL
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+_EVENT_TYPE_COUNTS = "SELECT event_type, count(*) AS events FROM events GROUP BY 1"
+
+_PRODUCER_EDGES = """
+SELECT producer_service AS producer, exchange, count(*) AS events,
+       count(*) / greatest(date_diff('millisecond', min(published_at), max(published_at)) / 1000.0, 1.0)
+           AS events_per_s
+FROM events GROUP BY ALL ORDER BY events DESC, producer, exchange
+"""
+
+_ROUTE_EDGES = """
+SELECT e.exchange, d.queue, d.consumer_service AS consumer, count(*) AS deliveries,
+       count(*) FILTER (WHERE d.outcome IS DISTINCT FROM 'ack') AS errors,
+       quantile_cont(date_diff('microsecond', e.published_at, d.received_at) / 1000.0, 0.5) AS wait_p50_ms,
+       count(*) / greatest(date_diff('millisecond', min(d.received_at), max(d.received_at)) / 1000.0, 1.0)
+           AS deliveries_per_s
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+GROUP BY ALL ORDER BY deliveries DESC, e.exchange, d.queue, consumer
+"""
+
+_CONSUMER_GROUPS = """
+WITH per AS (
+    SELECT queue, consumer_service, count(*) AS deliveries FROM deliveries
+    WHERE queue IS NOT NULL GROUP BY ALL
+)
+SELECT queue, consumer_service, deliveries,
+       round(100.0 * deliveries / sum(deliveries) OVER (PARTITION BY queue), 1) AS share_pct,
+       count(*) OVER (PARTITION BY queue) AS members
+FROM per ORDER BY queue, deliveries DESC, consumer_service
+"""
+
+_COLLABORATION = """
+WITH talks AS (
+    SELECT DISTINCT e.producer_service AS sender, d.consumer_service AS receiver
+    FROM deliveries d JOIN events e ON e.event_id = d.event_id
+    WHERE e.producer_service IS NOT NULL AND d.consumer_service IS NOT NULL
+      AND e.producer_service <> d.consumer_service
+),
+services AS (SELECT sender AS service FROM talks UNION SELECT receiver FROM talks)
+SELECT s.service,
+       (SELECT count(*) FROM talks t WHERE t.sender = s.service) AS sends_to,
+       (SELECT count(*) FROM talks t WHERE t.receiver = s.service) AS receives_from,
+       (SELECT count(*) FROM talks t JOIN talks r ON r.sender = t.receiver AND r.receiver = t.sender
+        WHERE t.sender = s.service) AS replies_from
+FROM services s ORDER BY s.service
+"""
+
+_LAG_BY_QUEUE = """
+WITH per AS (
+    SELECT d.queue, d.consumer_service, count(*) AS deliveries,
+           quantile_cont(date_diff('microsecond', e.published_at, d.received_at) / 1000.0, [0.5, 0.95])
+               AS wait,
+           quantile_cont(date_diff('microsecond', d.received_at, d.settled_at) / 1000.0, [0.5, 0.95]) AS work
+    FROM deliveries d JOIN events e ON e.event_id = d.event_id
+    WHERE d.queue IS NOT NULL
+    GROUP BY ALL
+)
+SELECT queue, consumer_service, deliveries, wait[1] AS wait_p50_ms, wait[2] AS wait_p95_ms,
+       work[1] AS processing_p50_ms, work[2] AS processing_p95_ms
+FROM per ORDER BY wait_p95_ms DESC NULLS LAST, queue
+"""
+
+# Time to consistency per event type and its outliers (above the type's p99), from one
+# per-event pass: 'type' rows and 'outlier' rows.
+_CONSISTENCY = f"""
+WITH per AS MATERIALIZED ({_CONSISTENCY_PER_EVENT}),
+stats AS (
+    SELECT event_type, count(*) AS events, quantile_cont(consistent_after_ms, [0.5, 0.95, 0.99]) AS q,
+           max(consistent_after_ms) AS max_ms
+    FROM per GROUP BY event_type
+)
+SELECT 'type' AS kind, event_type, events, q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms, max_ms,
+       NULL::VARCHAR AS event_id, NULL::TIMESTAMPTZ AS published_at, NULL::BIGINT AS consistent_after_ms
+FROM stats
+UNION ALL
+(SELECT 'outlier', per.event_type, NULL, NULL, NULL, s.q[3], NULL, per.event_id, per.published_at,
+        per.consistent_after_ms
+ FROM per JOIN stats s USING (event_type)
+ WHERE per.consistent_after_ms > s.q[3]
+ ORDER BY per.consistent_after_ms DESC, per.event_id
+ LIMIT $limit)
+"""
+
+_WORKFLOWS = """
+WITH flows AS (
+    SELECT coalesce(e.correlation_id, e.event_id) AS flow_id, e.event_id, e.event_type, e.published_at
+    FROM events e
+),
+published AS (
+    SELECT flow_id, count(*) AS events, min(published_at) AS started_at,
+           max(published_at) AS last_published_at,
+           arg_min(event_type, published_at) AS first_event_type,
+           arg_max(event_type, published_at) AS last_event_type
+    FROM flows GROUP BY flow_id
+),
+handled AS (
+    SELECT f.flow_id, max(coalesce(d.settled_at, d.received_at)) AS last_handled_at
+    FROM deliveries d JOIN flows f ON f.event_id = d.event_id
+    GROUP BY f.flow_id
+),
+unsettled AS (
+    SELECT f.flow_id, count(*) AS unsettled,
+           arg_min(f.event_type || ' @ ' || coalesce(d.queue, '?') || ' (not settled)', d.received_at)
+               AS unsettled_step
+    FROM deliveries d JOIN flows f ON f.event_id = d.event_id
+    WHERE d.outcome IS NULL
+    GROUP BY f.flow_id
+),
+problems AS (
+    SELECT f.flow_id, count(*) AS orphans,
+           arg_min(o.event_type || coalesce(' @ ' || o.queue, '') || ' (' || o.reason || ')', o.published_at)
+               AS stuck_at
+    FROM orphans o JOIN flows f ON f.event_id = o.event_id
+    GROUP BY f.flow_id
+),
+classified AS MATERIALIZED (
+    SELECT p.flow_id, p.events, p.started_at, p.first_event_type, p.last_event_type,
+           greatest(p.last_published_at, h.last_handled_at) AS last_activity_at,
+           coalesce(o.orphans, 0) AS orphans, coalesce(o.stuck_at, u.unsettled_step) AS stuck_at,
+           CASE
+               WHEN o.orphans > 0 THEN 'stuck'
+               WHEN greatest(p.last_published_at, h.last_handled_at)
+                        >= now() - to_microseconds(CAST($stuck_after_s * 1000000 AS BIGINT))
+                   THEN 'in progress'
+               WHEN u.unsettled > 0 THEN 'stuck'
+               ELSE 'complete'
+           END AS status
+    FROM published p
+    LEFT JOIN handled h USING (flow_id)
+    LEFT JOIN unsettled u USING (flow_id)
+    LEFT JOIN problems o USING (flow_id)
+)
+SELECT 'flow' AS kind, flow_id, status, first_event_type, last_event_type, stuck_at, events, orphans,
+       started_at, last_activity_at,
+       date_diff('millisecond', started_at, last_activity_at) / 1000.0 AS duration_s
+FROM (
+    SELECT * FROM classified
+    WHERE ($status IS NULL OR status = $status)
+    ORDER BY CASE status WHEN 'stuck' THEN 0 WHEN 'in progress' THEN 1 ELSE 2 END, started_at DESC, flow_id
+    LIMIT $limit
+)
+UNION ALL
+SELECT 'count', NULL, status, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL
+FROM classified GROUP BY status
+"""
+
+_ALERTS = """
+SELECT a.alert_id, a.rule, CASE WHEN a.resolved_at IS NULL THEN 'firing' ELSE 'resolved' END AS state,
+       a.reason, a.event_id, e.event_type, a.queue, a.fired_at, a.resolved_at, a.delivered
+FROM alerts a LEFT JOIN events e ON e.event_id = a.event_id
+WHERE ($state IS NULL OR (CASE WHEN a.resolved_at IS NULL THEN 'firing' ELSE 'resolved' END) = $state)
+ORDER BY a.resolved_at IS NOT NULL, a.fired_at DESC, a.alert_id
+LIMIT $limit
+"""
+
+# The same with the alert engine's state (schema version 3, alert_details), when the file has it.
+_ALERTS_DETAILED = """
+SELECT a.alert_id, a.rule, coalesce(x.severity, 'warning') AS severity,
+       CASE WHEN a.resolved_at IS NULL THEN 'firing' ELSE 'resolved' END AS state,
+       a.reason, a.event_id, coalesce(e.event_type, x.event_type) AS event_type, a.queue, x.detail,
+       x.event_count, a.fired_at, a.resolved_at, a.delivered, x.attempts, x.last_error
+FROM alerts a LEFT JOIN events e ON e.event_id = a.event_id LEFT JOIN alert_details x USING (alert_id)
+WHERE ($state IS NULL OR (CASE WHEN a.resolved_at IS NULL THEN 'firing' ELSE 'resolved' END) = $state)
+ORDER BY a.resolved_at IS NOT NULL, a.fired_at DESC, a.alert_id
+LIMIT $limit
+"""
+_HAS_ALERT_DETAILS = """
+SELECT count(*) > 0 AS found FROM information_schema.tables
+WHERE table_schema = 'main' AND table_name = 'alert_details'
+"""
+
+_SCHEMA = """
+SELECT table_name AS "table", column_name AS "column", data_type AS "type"
+FROM information_schema.columns
+WHERE table_schema = 'main' AND NOT starts_with(table_name, '_')
+ORDER BY table_name, ordinal_position
+"""
+
+
+def _bucket_s(connection: duckdb.DuckDBPyConnection, buckets: int) -> float:
+    """A round bucket width that cuts the stored time range into about ``buckets`` pieces."""
+    (row,) = _records(
+        connection,
+        "SELECT date_diff('millisecond', min(published_at), max(published_at)) / 1000.0 AS span FROM events",
+        {},
+    )
+    span = row["span"] or 0.0
+    for width in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400):
+        if span / width <= buckets:
+            return float(width)
+    return 86400.0 * 7
+
+
+def summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Totals for the overview: events, deliveries, edges, services, time range, firing alerts."""
+    return _records(connection, _SUMMARY, {})[0]
+
+
+def rates(connection: duckdb.DuckDBPyConnection, *, buckets: int = _DEFAULT_BUCKETS) -> dict[str, Any]:
+    """Events/s and deliveries/s per time bucket (the bucket width chosen for ~``buckets``)."""
+    bucket_s = _bucket_s(connection, buckets)
+    return {"bucket_s": bucket_s, "rates": _records(connection, _RATES, {"bucket_s": bucket_s})}
+
+
+def orphan_report(
+    connection: duckdb.DuckDBPyConnection, *, buckets: int = _DEFAULT_BUCKETS, limit: int = 1000
+) -> dict[str, Any]:
+    """Everything the overview and orphans pages show about orphans, from one pass over the view:
+    ``counts`` by reason, ``groups`` (reason, event type, exchange, routing key, queue → n,
+    largest first), ``over_time`` (bucket, reason → orphans; ``bucket_s`` wide) and the newest
+    ``limit`` orphan ``rows``.
+    """
+    bucket_s = _bucket_s(connection, buckets)
+    found = _records(connection, _ORPHAN_REPORT, {"bucket_s": bucket_s, "limit": limit})
+    groups, over_time, rows = [], [], []
+    counts: dict[str, int] = {}
+    for row in found:
+        kind = row.pop("kind")
+        if kind == "group":
+            counts[row["reason"]] = counts.get(row["reason"], 0) + row["n"]
+            groups.append(
+                {k: row[k] for k in ("reason", "event_type", "exchange", "routing_key", "queue", "n")}
+            )
+        elif kind == "bucket":
+            over_time.append({"bucket": row["bucket"], "reason": row["reason"], "orphans": row["n"]})
+        else:
+            rows.append({k: v for k, v in row.items() if k not in ("bucket", "n")})
+    groups.sort(key=lambda g: (-g["n"], g["reason"], g["event_type"] or "", g["queue"] or ""))
+    over_time.sort(key=lambda b: (b["bucket"], b["reason"]))
+    rows.sort(key=lambda r: (r["published_at"], r["event_id"], r["queue"] or ""), reverse=True)
+    return {
+        "counts": dict(sorted(counts.items())),
+        "groups": groups,
+        "bucket_s": bucket_s,
+        "over_time": over_time,
+        "rows": rows,
+    }
+
+
+def top_orphaned(connection: duckdb.DuckDBPyConnection, *, limit: int = 10) -> list[dict[str, Any]]:
+    """The (event type, queue, reason) groups with the most orphans."""
+    return orphaned_groups(orphan_report(connection, limit=0)["groups"], limit=limit)
+
+
+def orphaned_groups(groups: list[dict[str, Any]], *, limit: int = 10) -> list[dict[str, Any]]:
+    """:func:`orphan_report` groups summed per (event type, queue, reason), largest first."""
+    summed: dict[tuple[str, str, str], int] = {}
+    for group in groups:
+        key = (group["event_type"], group["queue"] or "(no queue)", group["reason"])
+        summed[key] = summed.get(key, 0) + group["n"]
+    ordered = sorted(summed.items(), key=lambda item: (-item[1], item[0]))
+    return [{"event_type": t, "queue": q, "reason": r, "orphans": n} for (t, q, r), n in ordered[:limit]]
+
+
+def slowest(connection: duckdb.DuckDBPyConnection, *, limit: int = 10) -> list[dict[str, Any]]:
+    """Events with the longest time to consistency (publish → last delivery settled)."""
+    return _records(connection, _SLOWEST, {"limit": limit})
+
+
+def facets(connection: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Distinct event types, services, exchanges and queues (the events filter's choices)."""
+    found: dict[str, list[str]] = {"event_type": [], "service": [], "exchange": [], "queue": []}
+    for row in _records(connection, _FACETS, {}):
+        if row["value"] is not None:
+            found[row["facet"]].append(row["value"])
+    return found
+
+
+def events_page(
+    connection: duckdb.DuckDBPyConnection,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    event_type: str | None = None,
+    service: str | None = None,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+    queue: str | None = None,
+    outcome: str | None = None,
+    trace_id: str | None = None,
+    event_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """One page of events (newest first) matching every filter given, and how many match.
+
+    ``event_id`` also matches the events of the flow it started (correlation id); ``outcome``
+    is a delivery outcome or ``unsettled``; ``since``/``until`` are ISO 8601 times.
+    """
+    if outcome is not None and outcome not in _OUTCOMES:
+        raise SqlRejected(f"outcome must be one of {', '.join(_OUTCOMES)}")
+    params: dict[str, Any] = {
+        "since": since,
+        "until": until,
+        "event_type": event_type,
+        "service": service,
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "queue": queue,
+        "outcome": outcome,
+        "trace_id": trace_id,
+        "event_id": event_id,
+    }
+    total = _records(connection, _EVENTS_COUNT, params)[0]["n"]
+    rows = _records(connection, _EVENTS_PAGE, {**params, "limit": max(0, limit), "offset": max(0, offset)})
+    return {"total": total, "offset": offset, "rows": rows}
+
+
+def upstream(connection: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[str, Any]]:
+    """What caused the event, transitively: each cause with its distance and the effect it caused."""
+    return _records(connection, _UPSTREAM, {"event_id": event_id})
+
+
+def chain_detail(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any]:
+    """The chain downstream of an event, one row per (event, delivery attempt) with time in
+    queue and processing time, plus its orphans, dead-letter deaths (x-death) and the traces
+    it crosses through span links.
+    """
+    params = {"event_id": event_id}
+    return {
+        "hops": _records(connection, _CHAIN_HOPS, params),
+        "orphans": _records(connection, _CHAIN_ORPHANS, params),
+        "dead_letters": _records(connection, _CHAIN_DEATHS, params),
+        "trace_links": _records(connection, _TRACE_LINKS, params),
+    }
+
+
+def fanout(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Fan-out completeness: per (event type, queue) seen for it, how many of the type's events
+    were delivered, acked, failed, dead-lettered, or never reached the queue (missing).
+    """
+    return fanout_matrix(
+        fanout_delivered(connection), orphan_report(connection, limit=0)["groups"], event_types(connection)
+    )
+
+
+def fanout_delivered(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The delivery half of :func:`fanout`: per (event type, queue), events delivered and acked."""
+    return _records(connection, _FANOUT_DELIVERED, {})
+
+
+def event_types(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """How many events there are of each type."""
+    return {row["event_type"]: row["events"] for row in _records(connection, _EVENT_TYPE_COUNTS, {})}
+
+
+def fanout_matrix(
+    delivered: list[dict[str, Any]], groups: list[dict[str, Any]], types: dict[str, int]
+) -> list[dict[str, Any]]:
+    """:func:`fanout` from its parts (so a caller holding an :func:`orphan_report` asks no more)."""
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in delivered:
+        cells[(row["event_type"], row["queue"])] = {
+            **row,
+            "failed": 0,
+            "dead_lettered": 0,
+        }
+    for group in groups:
+        if group["queue"] is None:
+            continue
+        key = (group["event_type"], group["queue"])
+        cell = cells.setdefault(
+            key,
+            {
+                "event_type": group["event_type"],
+                "queue": group["queue"],
+                "consumer_service": None,
+                "events": types.get(group["event_type"], 0),
+                "delivered": 0,
+                "acked": 0,
+                "failed": 0,
+                "dead_lettered": 0,
+            },
+        )
+        if group["reason"] in ("failed", "unacked"):
+            cell["failed"] += group["n"]
+        elif group["reason"] in ("dead_lettered", "expired"):
+            cell["dead_lettered"] += group["n"]
+    matrix = []
+    for key in sorted(cells, key=lambda k: (k[0] or "", k[1] or "")):
+        cell = cells[key]
+        cell["missing"] = max(0, (cell["events"] or 0) - cell["delivered"])
+        matrix.append(cell)
+    return matrix
+
+
+def topology(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Observed traffic: producer → exchange and exchange → queue → consumer edges with rates,
+    errors and wait; consumer groups with each member's share; who talks to whom.
+    """
+    collaboration = _records(connection, _COLLABORATION, {})
+    for row in collaboration:
+        row["role"] = "orchestrator" if row["sends_to"] >= 2 and row["replies_from"] >= 2 else "choreography"
+    return {
+        "producers": _records(connection, _PRODUCER_EDGES, {}),
+        "routes": _records(connection, _ROUTE_EDGES, {}),
+        "groups": _records(connection, _CONSUMER_GROUPS, {}),
+        "collaboration": collaboration,
+    }
+
+
+def lag(connection: duckdb.DuckDBPyConnection, *, outliers: int = 20) -> dict[str, Any]:
+    """Time in queue vs processing per queue, time to consistency per event type, outliers."""
+    found = _records(connection, _CONSISTENCY, {"limit": outliers})
+    types = ("event_type", "events", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+    consistency = [{k: row[k] for k in types} for row in found if row["kind"] == "type"]
+    consistency.sort(key=lambda row: row["event_type"])
+    consistency.sort(key=lambda row: row["p95_ms"], reverse=True)
+    picked = ("event_id", "event_type", "published_at", "consistent_after_ms", "p99_ms")
+    slow = [{k: row[k] for k in picked} for row in found if row["kind"] == "outlier"]
+    slow.sort(key=lambda row: row["event_id"])
+    slow.sort(key=lambda row: row["consistent_after_ms"], reverse=True)
+    return {"queues": _records(connection, _LAG_BY_QUEUE, {}), "consistency": consistency, "outliers": slow}
+
+
+def workflows(
+    connection: duckdb.DuckDBPyConnection,
+    *,
+    stuck_after_s: float = 60.0,
+    status: str | None = None,
+    limit: int = 200,
+) -> dict[str, Any]:
+    """Flows grouped by correlation id: ``stuck`` (an orphan in it, or a delivery still not
+    settled with no activity for ``stuck_after_s``; ``stuck_at`` names the step), ``in progress``
+    (activity within ``stuck_after_s``) or ``complete``.
+    """
+    params = {"stuck_after_s": stuck_after_s, "status": status, "limit": limit}
+    found = _records(connection, _WORKFLOWS, params)
+    by_status = {row["status"]: row["events"] for row in found if row["kind"] == "count"}
+    shown = [{k: v for k, v in row.items() if k != "kind"} for row in found if row["kind"] == "flow"]
+    # the order of the SQL (a UNION ALL does not keep it): stuck, in progress, complete; newest first
+    shown.sort(key=lambda r: r["flow_id"])
+    shown.sort(key=lambda r: r["started_at"] or "", reverse=True)
+    shown.sort(key=lambda r: {"stuck": 0, "in progress": 1}.get(r["status"], 2))
+    return {
+        "flows": sum(by_status.values()),
+        "stuck": by_status.get("stuck", 0),
+        "by_status": by_status,
+        "flows_shown": shown,
+    }
+
+
+def alerts(
+    connection: duckdb.DuckDBPyConnection, *, state: str | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Alerts, firing first then newest; ``state`` is ``firing`` or ``resolved``. With the
+    alert engine's state when the database has it (severity, detail, delivery attempts).
+    """
+    detailed = _records(connection, _HAS_ALERT_DETAILS, {})[0]["found"]
+    return _records(connection, _ALERTS_DETAILED if detailed else _ALERTS, {"state": state, "limit": limit})
+
+
+def schema(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Tables and views of the SQL surface with their columns (the SQL editor's reference)."""
+    return _records(connection, _SCHEMA, {})
+
+
+# The questions served as ``GET /api/<name>`` and asked through ``Source.ask(name, ...)``.
+QUESTIONS: dict[str, Any] = {
+    "summary": summary,
+    "rates": rates,
+    "orphan_report": orphan_report,
+    "fanout_delivered": fanout_delivered,
+    "event_types": event_types,
+    "top_orphaned": top_orphaned,
+    "slowest": slowest,
+    "orphan_counts": orphan_counts,
+    "facets": facets,
+    "events_page": events_page,
+    "upstream": upstream,
+    "chain_detail": chain_detail,
+    "fanout": fanout,
+    "topology": topology,
+    "lag": lag,
+    "workflows": workflows,
+    "alerts": alerts,
+    "schema": schema,
+}
+
+
+# -- alerts -----------------------------------------------------------------------------------
+_ALERT_DETAILS = """
+SELECT a.alert_id, a.rule, coalesce(d.severity, 'warning') AS severity,
+       coalesce(d.status, CASE WHEN a.resolved_at IS NULL THEN 'firing' ELSE 'resolved' END) AS status,
+       a.event_id, d.event_type, a.queue, a.reason, d.detail, d.event_count, a.fired_at, a.resolved_at,
+       a.delivered, coalesce(d.attempts, 0) AS attempts, d.last_error
+FROM alerts a LEFT JOIN alert_details d USING (alert_id)
+WHERE (NOT $firing OR a.resolved_at IS NULL)
+ORDER BY a.fired_at DESC, a.alert_id
+LIMIT $limit
+"""
+
+# The orphan reasons of a few candidate events (``_eventscope_alert_ids``), as the orphans
+# view decides them with a grace of 0 (views.sql, orphans_after: keep the two in step), plus
+# 'poison' (an attempt count or dead-letter count past $limit while not yet acked). Every
+# scan is restricted to the candidates; the redundant range $lo..$hi (their smallest and
+# largest id) lets DuckDB skip whole row groups by their min/max when ids grow with time, as
+# the adapter's UUIDv7 do: the cost then follows the candidates, not the table.
+_ALERT_ORPHANS = """
+WITH
+    ids AS (SELECT DISTINCT event_id FROM _eventscope_alert_ids),
+    ev AS (
+        SELECT * FROM events
+        WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM ids)
+    ),
+    dels AS (
+        SELECT * FROM deliveries
+        WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM ids)
+    ),
+    deaths AS (
+        SELECT event_id, queue, max(observed_at) AS observed_at, max(count) AS deaths
+        FROM dead_letters
+        WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM ids)
+        GROUP BY event_id, queue
+    ),
+    attempts AS (SELECT event_id, queue, count(*) AS attempts FROM dels GROUP BY event_id, queue),
+    latest AS (
+        SELECT event_id, queue, outcome, received_at, trace_id IS NOT NULL AS traced
+        FROM dels
+        QUALIFY row_number() OVER (
+            PARTITION BY event_id, queue ORDER BY received_at DESC, span_id DESC NULLS LAST
+        ) = 1
+    ),
+    ttls AS (
+        SELECT name AS queue, min(message_ttl_ms) AS ttl_ms
+        FROM queues WHERE message_ttl_ms IS NOT NULL GROUP BY name
+    ),
+    unrouted AS (
+        SELECT e.event_id, e.published_at,
+               CASE WHEN e.exchange IN ('', 'amq.default') THEN e.routing_key END AS queue
+        FROM ev e
+        WHERE e.routed_queues IS NULL AND NOT EXISTS (SELECT 1 FROM dels d WHERE d.event_id = e.event_id)
+    ),
+    undelivered AS (
+        SELECT e.event_id, q.queue, e.published_at
+        FROM ev e, unnest(e.routed_queues) AS q(queue)
+        WHERE NOT EXISTS (SELECT 1 FROM dels d WHERE d.event_id = e.event_id AND d.queue = q.queue)
+        UNION ALL
+        SELECT u.event_id, u.queue, u.published_at
+        FROM unrouted u
+        WHERE NOT EXISTS (SELECT 1 FROM deaths dl WHERE dl.event_id = u.event_id)
+    )
+SELECT event_id, NULL::VARCHAR AS queue, 'unroutable' AS reason
+FROM ev WHERE routed_queues IS NOT NULL AND len(routed_queues) = 0
+UNION ALL
+SELECT x.event_id, x.queue,
+       CASE
+           WHEN dl.event_id IS NOT NULL THEN 'dead_lettered'
+           WHEN t.ttl_ms IS NOT NULL AND x.published_at + to_milliseconds(t.ttl_ms) < now() THEN 'expired'
+           ELSE 'unconsumed'
+       END
+FROM undelivered x
+LEFT JOIN deaths dl ON dl.event_id = x.event_id AND dl.queue = x.queue
+LEFT JOIN ttls t ON t.queue = x.queue
+UNION ALL
+SELECT u.event_id, dl.queue, 'dead_lettered'
+FROM unrouted u JOIN deaths dl ON dl.event_id = u.event_id
+UNION ALL
+SELECT l.event_id, l.queue,
+       CASE
+           WHEN dl.observed_at >= l.received_at THEN 'dead_lettered'
+           WHEN l.outcome IS NULL THEN 'unacked'
+           WHEN l.outcome = 'requeue' THEN 'unconsumed'
+           ELSE 'failed'
+       END
+FROM latest l
+LEFT JOIN deaths dl ON dl.event_id = l.event_id AND dl.queue = l.queue
+WHERE dl.observed_at >= l.received_at OR l.outcome <> 'ack' OR (l.outcome IS NULL AND l.traced)
+UNION ALL
+SELECT l.event_id, l.queue, 'poison'
+FROM latest l
+JOIN attempts a ON a.event_id = l.event_id AND a.queue = l.queue
+LEFT JOIN deaths dl ON dl.event_id = l.event_id AND dl.queue = l.queue
+WHERE (a.attempts - 1 > $limit OR coalesce(dl.deaths, 0) > $limit) AND coalesce(l.outcome, '') <> 'ack'
+"""
+
+_ALERT_EVENTS = """
+WITH ids AS (SELECT DISTINCT event_id FROM _eventscope_alert_ids),
+     acked AS (
+         SELECT event_id, list(DISTINCT consumer_service ORDER BY consumer_service) AS services
+         FROM deliveries
+         WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM ids)
+           AND outcome = 'ack' AND consumer_service IS NOT NULL
+         GROUP BY event_id
+     )
+SELECT e.event_id, e.event_type, e.exchange, e.routing_key, e.producer_service, e.trace_id,
+       e.correlation_id, coalesce(a.services, []) AS acked_by
+FROM events e
+LEFT JOIN acked a USING (event_id)
+WHERE e.event_id BETWEEN $lo AND $hi AND e.event_id IN (SELECT event_id FROM ids)
+"""
+
+
+def _plain_records(
+    connection: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Rows as dicts of Python values (not made JSON-ready): for callers in this process."""
+    result = _read(connection, sql, params, max_rows=None, timeout_s=_DEFAULT_TIMEOUT_S)
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
+def alert_details(
+    connection: duckdb.DuckDBPyConnection, *, firing: bool = False, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Alerts with their engine state (severity, delivery attempts, last error), newest first;
+    ``firing`` keeps the unresolved ones. ``eventscope alerts`` prints these.
+    """
+    return _records(connection, _ALERT_DETAILS, {"firing": firing, "limit": limit})
+
+
+QUESTIONS["alert_details"] = alert_details
+
+
+_RECENT_EVENTS = """
+SELECT event_id, event_type, exchange, routing_key, producer_service, epoch_us(published_at) AS published_at,
+       trace_id, correlation_id
+FROM events
+WHERE published_at >= now() - to_microseconds(CAST(CAST($since_s AS DOUBLE) * 1000000 AS BIGINT))
+LIMIT $limit
+"""
+
+_RECENT_ALERT_KEYS = """
+SELECT rule, event_id FROM alerts
+WHERE event_id IS NOT NULL
+  AND fired_at >= now() - to_microseconds(CAST(CAST($since_s AS DOUBLE) * 1000000 AS BIGINT))
+"""
+
+
+def recent_events(
+    connection: duckdb.DuckDBPyConnection, *, since_s: float, limit: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Events published in the last ``since_s`` seconds (``published_at`` in epoch µs, as the
+    writer hands rows over) and the (rule, event) of alerts fired meanwhile: what a restarted
+    alert engine evaluates again without firing twice.
+    """
+    params = {"since_s": since_s}
+    events = _plain_records(connection, _RECENT_EVENTS, {**params, "limit": limit})
+    return events, _plain_records(connection, _RECENT_ALERT_KEYS, params)
+
+
+def alert_candidates(
+    connection: duckdb.DuckDBPyConnection, event_ids: list[str], *, redelivery_limit: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the alert engine needs about a few events: their rows (with the consumer services
+    that acked them) and their orphan reasons per queue, 'poison' included. Cheapest when the
+    ids are close in time (ask for new events and old ones separately).
+    """
+    import pyarrow as pa
+
+    if not event_ids:
+        return [], []
+    bounds = {"lo": min(event_ids), "hi": max(event_ids)}
+    connection.register("_eventscope_alert_ids", pa.table({"event_id": pa.array(event_ids, pa.string())}))
+    try:
+        found = _plain_records(connection, _ALERT_EVENTS, bounds)
+        reasons = _plain_records(connection, _ALERT_ORPHANS, {"limit": redelivery_limit, **bounds})
+    finally:
+        connection.unregister("_eventscope_alert_ids")
+    return found, reasons

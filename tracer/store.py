@@ -9,8 +9,13 @@ What callers can rely on:
   nor loaded on demand, and no statement can change that afterwards. Read connections from
   :meth:`Store.reader` (the SQL API) run under that sandbox.
 * :meth:`Store.append` writes batches in one transaction with Arrow appends, never
-  row-by-row, and is idempotent on ``(trace_id, span_id)``: the same batch twice is stored
-  once. When it returns, the batch is committed.
+  row-by-row, and is idempotent on ``(trace_id, span_id)`` and on firehose record identity:
+  the same batch twice is stored once. When it returns, the batch is committed.
+* Span and broker rows of the same message merge (docs/sql.md, "Broker truth"): one
+  ``events`` row per event id (``source`` span → both ← firehose; routing from the broker,
+  the rest from the producer span), and one ``deliveries`` row per delivery attempt, the
+  consumer span's and the firehose deliver record's of the same (event, queue, redelivered)
+  paired in time order.
 * Only the writer thread calls :meth:`append`, :meth:`resolve_missing` and :meth:`retain`.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,17 +32,18 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from eventscope.tracer.broker import BrokerBatch, Topology
 from eventscope.tracer.lineage import Lineage, Resolution
 from eventscope.tracer.normaliser import Normalised, SpanNode
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreLocked", "connect_read_only"]
+__all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
-_MIGRATIONS = {1: "schema.sql"}  # version → file; later versions add ALTER/CREATE scripts
+_MIGRATIONS = {1: "schema.sql", 2: "schema_v2.sql", 3: "schema_v3_alerts.sql"}  # version → file, in order
 _VIEWS = "views.sql"
 _KIND_CODES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 _SANDBOX = {
@@ -92,10 +99,136 @@ _DELIVERIES = pa.schema(
         ("error", pa.string()),
         ("trace_id", pa.string()),
         ("span_id", pa.string()),
+        ("source", pa.string()),
+        ("record_id", pa.string()),
     ]
+)
+_DEAD_LETTERS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("queue", pa.string()),
+        ("reason", pa.string()),
+        ("count", pa.int64()),
+        ("died_at", _TS),
+        ("observed_at", _TS),
+        ("exchange", pa.string()),
+        ("routing_keys", pa.list_(pa.string())),
+        ("dead_letter_exchange", pa.string()),
+    ]
+)
+_SEEN = [("first_seen_at", _TS), ("last_seen_at", _TS), ("present", pa.bool_())]
+_QUEUES = pa.schema(
+    [
+        ("vhost", pa.string()),
+        ("name", pa.string()),
+        ("type", pa.string()),
+        ("durable", pa.bool_()),
+        ("auto_delete", pa.bool_()),
+        ("exclusive", pa.bool_()),
+        ("arguments", pa.string()),
+        ("policy", pa.string()),
+        ("message_ttl_ms", pa.int64()),
+        ("dead_letter_exchange", pa.string()),
+        ("dead_letter_routing_key", pa.string()),
+        ("max_length", pa.int64()),
+        ("overflow", pa.string()),
+        ("messages", pa.int64()),
+        ("messages_ready", pa.int64()),
+        ("messages_unacknowledged", pa.int64()),
+        ("consumers", pa.int64()),
+        ("state", pa.string()),
+        *_SEEN,
+    ]
+)
+_EXCHANGES = pa.schema(
+    [
+        ("vhost", pa.string()),
+        ("name", pa.string()),
+        ("type", pa.string()),
+        ("durable", pa.bool_()),
+        ("auto_delete", pa.bool_()),
+        ("internal", pa.bool_()),
+        ("arguments", pa.string()),
+        *_SEEN,
+    ]
+)
+_BINDINGS = pa.schema(
+    [
+        ("vhost", pa.string()),
+        ("source", pa.string()),
+        ("destination", pa.string()),
+        ("destination_type", pa.string()),
+        ("routing_key", pa.string()),
+        ("arguments", pa.string()),
+        ("properties_key", pa.string()),
+        *_SEEN,
+    ]
+)
+_TOPOLOGY = (
+    ("queues", _QUEUES, ("vhost", "name")),
+    ("exchanges", _EXCHANGES, ("vhost", "name")),
+    ("bindings", _BINDINGS, ("vhost", "source", "destination", "destination_type", "properties_key")),
 )
 _EDGES = pa.schema([("cause_event_id", pa.string()), ("effect_event_id", pa.string()), ("via", pa.string())])
 _KEYS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string())])
+_EVENT_IDS = pa.schema([("event_id", pa.string())])
+_PAIR_WINDOW_US = 3600 * 1_000_000  # how far before a write's oldest row its partners are looked for
+
+# A span's event meets a firehose row: the producer span's facts win, the broker's routing stays.
+_MERGE_SPAN_EVENT = """
+ON CONFLICT (event_id) DO UPDATE SET
+    event_type = coalesce(excluded.event_type, events.event_type),
+    producer_service = coalesce(excluded.producer_service, events.producer_service),
+    published_at = excluded.published_at,
+    trace_id = excluded.trace_id,
+    span_id = excluded.span_id,
+    causation_id = coalesce(excluded.causation_id, events.causation_id),
+    correlation_id = coalesce(excluded.correlation_id, events.correlation_id),
+    payload_size = coalesce(events.payload_size, excluded.payload_size),
+    source = 'both'
+WHERE events.source = 'firehose'
+"""
+# A firehose publish record meets a span's event: the broker's routing fills what spans cannot know.
+_MERGE_FIREHOSE_EVENT = """
+ON CONFLICT (event_id) DO UPDATE SET
+    exchange = excluded.exchange,
+    routing_key = excluded.routing_key,
+    routed_queues = excluded.routed_queues,
+    event_type = coalesce(events.event_type, excluded.event_type),
+    producer_service = coalesce(events.producer_service, excluded.producer_service),
+    trace_id = coalesce(events.trace_id, excluded.trace_id),
+    span_id = coalesce(events.span_id, excluded.span_id),
+    causation_id = coalesce(events.causation_id, excluded.causation_id),
+    correlation_id = coalesce(events.correlation_id, excluded.correlation_id),
+    payload_size = coalesce(events.payload_size, excluded.payload_size),
+    source = 'both'
+WHERE events.source = 'span'
+"""
+# Attempts of one (event, queue) without a partner yet: the consumer span's and the firehose
+# record's, paired by redelivered flag and order of arrival (1st with 1st, 2nd with 2nd). $since
+# bounds the scan to recent rows (row groups are skipped by their min/max: rows arrive in time
+# order), since a consumer span and its firehose record arrive within minutes of each other.
+_DELIVERY_PAIRS = """
+WITH candidates AS (
+    SELECT rowid AS rid, event_id, queue, trace_id IS NOT NULL AS traced, record_id, redelivered,
+           coalesce(redelivered, false) AS again, received_at
+    FROM deliveries
+    WHERE event_id IN (SELECT event_id FROM _eventscope_touched)
+      AND (trace_id IS NULL OR record_id IS NULL)
+      AND received_at >= $since
+),
+ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY event_id, queue, again, traced ORDER BY received_at, rid) AS n
+    FROM candidates
+)
+SELECT s.rid AS span_rid, f.rid AS firehose_rid, f.record_id, f.redelivered
+FROM ranked s
+JOIN ranked f ON f.event_id = s.event_id AND f.queue = s.queue AND f.again = s.again AND f.n = s.n
+WHERE s.traced AND NOT f.traced
+"""
+
+
+Batch = Normalised | BrokerBatch
 
 
 class StoreLocked(RuntimeError):
@@ -108,6 +241,7 @@ class Counts:
 
     spans: int = 0
     batches: int = 0
+    broker_rows: int = 0
 
 
 def _read_sql(name: str) -> str:
@@ -146,6 +280,7 @@ class Store:
         self.lineage = lineage
         self.counts = Counts()
         self._had_rows_at_open = False
+        self._has_firehose_deliveries = False
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -185,6 +320,10 @@ class Store:
             store = cls(connection, str(path), lineage or Lineage())
             (count,) = connection.execute("SELECT count(*) FROM spans").fetchall()[0]
             store._had_rows_at_open = count > 0
+            (found,) = connection.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE record_id IS NOT NULL LIMIT 1)"
+            ).fetchall()[0]
+            store._has_firehose_deliveries = found > 0
         except BaseException:
             connection.close()
             raise
@@ -202,34 +341,130 @@ class Store:
         return self._connection.cursor()
 
     # -- writing (writer thread only) ---------------------------------------------------
-    def append(self, batches: list[Normalised]) -> None:
-        """Store ``batches`` in one transaction; committed when this returns."""
+    def append(self, batches: Sequence[Batch]) -> None:
+        """Store ``batches`` (span batches and broker truth) in one transaction; committed when
+        this returns.
+        """
+        normalised = [batch for batch in batches if isinstance(batch, Normalised)]
+        broker = [batch for batch in batches if isinstance(batch, BrokerBatch)]
         resolution = Resolution()
-        for batch in batches:
+        for batch in normalised:
             result = self.lineage.apply(batch)
             resolution.edges |= result.edges
             resolution.delivery_events.update(result.delivery_events)
             resolution.settles.update(result.settles)
-        spans = [row for batch in batches for row in batch.spans]
-        events = [row for batch in batches for row in batch.events]
-        deliveries = [row for batch in batches for row in batch.deliveries]
+        spans = [row for batch in normalised for row in batch.spans]
+        events = [row for batch in normalised for row in batch.events]
+        deliveries = [row for batch in normalised for row in batch.deliveries]
         by_key = {(row["trace_id"], row["span_id"]): row for row in spans}
         for row in deliveries:
             if row["event_id"] is not None:
                 by_key[(row["trace_id"], row["span_id"])]["event_id"] = row["event_id"]
+        broker_events = [row for batch in broker for row in batch.events]
+        broker_deliveries = [row for batch in broker for row in batch.deliveries]
+        dead_letters = [row for batch in broker for row in batch.dead_letters]
+        for batch in broker:
+            resolution.edges.update(batch.edges)
+        touched = {
+            row["event_id"] for row in (*deliveries, *broker_deliveries) if row["event_id"] is not None
+        }
+        since = None
+        if self._has_firehose_deliveries or broker_deliveries:  # else nothing is paired: skip the cost
+            times = [row["received_at"] for row in (*deliveries, *broker_deliveries)]
+            times += [row["start_time"] for row in spans if row["kind"] == "PRODUCER"]  # resolved deliveries
+            since = min(times) - _PAIR_WINDOW_US if times else None
         con = self._connection
         con.execute("BEGIN TRANSACTION")
         try:
             self._insert("spans", spans, _SPANS)
-            self._insert("events", events, _EVENTS)
+            self._upsert_events(events, _MERGE_SPAN_EVENT)
+            self._upsert_events(broker_events, _MERGE_FIREHOSE_EVENT)
             self._insert("deliveries", deliveries, _DELIVERIES)
-            self._write_resolution(resolution)
+            self._insert("deliveries", broker_deliveries, _DELIVERIES)
+            self._insert("dead_letters", dead_letters, _DEAD_LETTERS)
+            if broker_deliveries:
+                self._has_firehose_deliveries = True
+            self._write_resolution(resolution, touched, since)
+            for batch in broker:
+                if batch.topology is not None:
+                    self._write_topology(batch.topology)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         self.counts.spans += len(spans)
         self.counts.batches += len(batches)
+        self.counts.broker_rows += sum(batch.accepted for batch in broker)
+
+    def _upsert_events(self, rows: list[dict[str, Any]], merge: str) -> None:
+        """Insert events; an id already stored from the other side merges (see ``merge``)."""
+        if not rows:
+            return
+        unique: dict[str, dict[str, Any]] = {}
+        for row in rows:  # ON CONFLICT cannot touch one row twice in a statement: first wins
+            unique.setdefault(row["event_id"], row)
+        con = self._connection
+        con.register("_eventscope_batch", pa.Table.from_pylist(list(unique.values()), schema=_EVENTS))
+        try:
+            con.execute(f"INSERT INTO events SELECT * FROM _eventscope_batch {merge}")
+        finally:
+            con.unregister("_eventscope_batch")
+
+    def _reconcile_deliveries(self, event_ids: set[str], since_us: int | None) -> None:
+        """Merge each firehose-only delivery into the consumer span's row of the same attempt
+        (rows received since ``since_us``; ``None``: all).
+        """
+        if not event_ids or not self._has_firehose_deliveries:
+            return
+        con = self._connection
+        touched = pa.Table.from_pylist([{"event_id": e} for e in event_ids], schema=_EVENT_IDS)
+        con.register("_eventscope_touched", touched)
+        try:
+            # a plain comparison (no "$since IS NULL OR"), so the scan can skip row groups
+            since = pa.scalar(since_us if since_us is not None else 0, _TS).as_py()
+            pairs = con.sql(_DELIVERY_PAIRS, params={"since": since}).to_arrow_table()
+        finally:
+            con.unregister("_eventscope_touched")
+        if pairs.num_rows == 0:
+            return
+        con.register("_eventscope_pairs", pairs)
+        try:
+            # delete first: the record id moves to the span's row and is unique
+            con.execute("DELETE FROM deliveries WHERE rowid IN (SELECT firehose_rid FROM _eventscope_pairs)")
+            con.execute(
+                "UPDATE deliveries SET record_id = p.record_id, source = 'both', "
+                "redelivered = coalesce(deliveries.redelivered, p.redelivered) "
+                "FROM _eventscope_pairs p WHERE deliveries.rowid = p.span_rid"
+            )
+        finally:
+            con.unregister("_eventscope_pairs")
+
+    def _write_topology(self, topology: Topology) -> None:
+        """Upsert a management snapshot; what it no longer lists is marked ``present = false``."""
+        con = self._connection
+        polled_at = pa.scalar(topology.polled_at_us, _TS)
+        for table, schema, key in _TOPOLOGY:
+            rows = getattr(topology, table)
+            if rows:
+                unique = {tuple(row[k] for k in key): row for row in rows}
+                data = pa.Table.from_pylist(list(unique.values()), schema=schema)
+                updates = ", ".join(
+                    f"{name} = excluded.{name}"
+                    for name in schema.names
+                    if name not in key and name != "first_seen_at"
+                )
+                con.register("_eventscope_topology", data)
+                try:
+                    con.execute(
+                        f"INSERT INTO {table} SELECT * FROM _eventscope_topology "
+                        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+                    )
+                finally:
+                    con.unregister("_eventscope_topology")
+            con.execute(
+                f"UPDATE {table} SET present = false WHERE vhost = ? AND present AND last_seen_at < ?",
+                [topology.vhost, polled_at.as_py()],
+            )
 
     def _insert(self, table: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
         if not rows:
@@ -244,7 +479,9 @@ class Store:
         finally:
             con.unregister("_eventscope_batch")
 
-    def _write_resolution(self, resolution: Resolution) -> None:
+    def _write_resolution(
+        self, resolution: Resolution, touched: set[str] | None = None, since_us: int | None = None
+    ) -> None:
         con = self._connection
         if resolution.edges:
             edges = pa.Table.from_pylist(
@@ -291,6 +528,7 @@ class Store:
                 )
             finally:
                 con.unregister("_eventscope_settles")
+        self._reconcile_deliveries((touched or set()) | set(resolution.delivery_events.values()), since_us)
 
     def resolve_missing(self, *, older_than_s: float = 1.0) -> int:
         """Look up in the database the spans lineage waits for but no longer remembers.
@@ -331,7 +569,9 @@ class Store:
         return len(nodes)
 
     def retain(self, *, max_age_s: float) -> None:
-        """Delete what is older than ``max_age_s`` (spans, events, deliveries, orphaned edges)."""
+        """Delete what is older than ``max_age_s`` (spans, events, deliveries, dead letters,
+        orphaned edges, queues/exchanges/bindings gone that long).
+        """
         con = self._connection
         cutoff = "now() - to_microseconds(CAST(CAST(? AS DOUBLE) * 1000000 AS BIGINT))"
         con.execute("BEGIN TRANSACTION")
@@ -339,6 +579,9 @@ class Store:
             con.execute(f"DELETE FROM spans WHERE end_time < {cutoff}", [max_age_s])
             con.execute(f"DELETE FROM events WHERE published_at < {cutoff}", [max_age_s])
             con.execute(f"DELETE FROM deliveries WHERE received_at < {cutoff}", [max_age_s])
+            con.execute(f"DELETE FROM dead_letters WHERE observed_at < {cutoff}", [max_age_s])
+            for table in ("queues", "exchanges", "bindings"):
+                con.execute(f"DELETE FROM {table} WHERE NOT present AND last_seen_at < {cutoff}", [max_age_s])
             con.execute(
                 "DELETE FROM causal_edges ce WHERE NOT EXISTS "
                 "(SELECT 1 FROM events e WHERE e.event_id IN (ce.cause_event_id, ce.effect_event_id))"

@@ -1,13 +1,16 @@
 """The write queue: one thread owns the store; requests wait for their batch's commit.
 
 HTTP handlers :meth:`Writer.submit` a normalised batch and await the returned future; the
-writer thread takes what is queued (up to ``max_group_spans`` spans), writes it in one
-transaction (group commit) and completes the futures. So a 200 means committed.
+broker taps (firehose, dead-letter tap, management poller) submit their batches of broker
+truth the same way and wait in their own threads. The writer thread takes what is queued (up
+to ``max_group_spans`` rows), writes it in one transaction (group commit) and completes the
+futures. So a 200 means committed, and a tap acknowledges records only once they are.
 
 Bounded with a named drop policy: at most ``max_pending`` batches wait; beyond that
 :meth:`submit` raises :class:`WriteQueueFull` at once (policy ``refuse-newest``, counted in
 ``refused``) and the HTTP layer answers 503 + Retry-After, which OTLP exporters retry. Nothing
-accepted is ever dropped.
+accepted is ever dropped. The taps wait for room instead (:meth:`Writer.write`): their records
+stay unacknowledged in the broker meanwhile.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
-from eventscope.tracer.normaliser import Normalised
-from eventscope.tracer.store import Store
+from eventscope.tracer.store import Batch, Store
 
 __all__ = ["DROP_POLICY", "WriteQueueFull", "Writer"]
 
@@ -32,6 +35,8 @@ _DEFAULT_MAX_PENDING = 64
 _DEFAULT_MAX_GROUP_SPANS = 20_000
 _DEFAULT_LOOKUP_INTERVAL_S = 2.0
 _DEFAULT_RETENTION_INTERVAL_S = 3600.0
+_DEFAULT_WRITE_TIMEOUT_S = 30.0
+_FULL_RETRY_S = 0.05
 _STOP = object()
 
 
@@ -41,8 +46,16 @@ class WriteQueueFull(RuntimeError):
 
 @dataclass
 class _Job:
-    batch: Normalised
+    batch: Batch
     future: Future[None]
+
+
+@dataclass
+class _Call:
+    """Other writes (the alerts table): ``action(store)`` runs on the writer thread."""
+
+    action: Callable[[Store], Any]
+    future: Future[Any]
 
 
 class Writer:
@@ -71,6 +84,9 @@ class Writer:
         self._accepting = True
         self.refused = 0
         self.failed = 0
+        # called on the writer thread with the batches of each commit (the alert engine's feed);
+        # it must be quick and must not raise
+        self.on_commit: Callable[[list[Batch]], None] | None = None
 
     @property
     def depth(self) -> int:
@@ -86,17 +102,52 @@ class Writer:
         self._thread.start()
         return self
 
-    def submit(self, batch: Normalised) -> Future[None]:
+    def submit(self, batch: Batch) -> Future[None]:
         """Queue ``batch``; the future completes when it is committed (or fails)."""
-        if not self._accepting:
-            raise WriteQueueFull("the collector is shutting down")
-        job = _Job(batch, Future())
         try:
-            self._queue.put_nowait(job)
+            return self._put(batch)
         except queue.Full:
             self.refused += 1
             raise WriteQueueFull(f"write queue full ({self.max_pending} batches waiting)") from None
+
+    def _put(self, batch: Batch) -> Future[None]:
+        if not self._accepting:
+            raise WriteQueueFull("the collector is shutting down")
+        job = _Job(batch, Future())
+        self._queue.put_nowait(job)
         return job.future
+
+    def call(self, action: Callable[[Store], Any]) -> Future[Any]:
+        """Run ``action(store)`` on the writer thread, between batches; the future holds its
+        result. Raises :class:`WriteQueueFull` (not counted in ``refused``) when there is no room.
+        """
+        if not self._accepting:
+            raise WriteQueueFull("the collector is shutting down")
+        job = _Call(action, Future())
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise WriteQueueFull(f"write queue full ({self.max_pending} batches waiting)") from None
+        return job.future
+
+    def write(self, batch: Batch, *, timeout: float = _DEFAULT_WRITE_TIMEOUT_S) -> None:
+        """Submit ``batch`` and wait until it is committed, waiting for room in the queue.
+
+        For the broker taps' threads: raises :class:`WriteQueueFull` when there is no room
+        within ``timeout`` (or the collector shuts down), the store's error if writing failed,
+        ``TimeoutError`` if the commit takes longer. The caller then leaves its records
+        unacknowledged, and the broker delivers them again.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                future = self._put(batch)
+                break
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    raise WriteQueueFull(f"write queue full for {timeout:g} s") from None
+                time.sleep(_FULL_RETRY_S)
+        future.result(timeout=max(0.0, deadline - time.monotonic()))
 
     def close(self, *, timeout: float = 30.0) -> None:
         """Stop accepting, write everything queued, stop the thread; idempotent."""
@@ -125,6 +176,16 @@ class Writer:
                 if item is _STOP:
                     stopping = True
                     break
+                if isinstance(item, _Call):
+                    if jobs:
+                        self._write(jobs)
+                        jobs, spans = [], 0
+                    self._call(item)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        item = None
+                    continue
                 assert isinstance(item, _Job)
                 jobs.append(item)
                 spans += item.batch.accepted
@@ -162,6 +223,20 @@ class Writer:
             return
         for job in jobs:
             job.future.set_result(None)
+        if self.on_commit is not None:
+            try:
+                self.on_commit([job.batch for job in jobs])
+            except Exception:
+                logger.exception("on_commit failed")
+
+    def _call(self, job: _Call) -> None:
+        try:
+            result = job.action(self.store)
+        except Exception as exc:
+            logger.warning("a write call failed: %s", exc)
+            job.future.set_exception(exc)
+            return
+        job.future.set_result(result)
 
     def _housekeeping(self, what: str, action: Callable[[], object]) -> None:
         try:

@@ -28,7 +28,8 @@ def test_open_migrates_once_and_reopens(tmp_path: Path) -> None:
     Store.open(path).close()
     store = Store.open(path, grace_s=12.5)
     try:
-        assert rows(store, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        versions = rows(store, "SELECT version FROM schema_version ORDER BY version")
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         names = {name for (name,) in rows(store, "SELECT table_name FROM information_schema.tables")}
         assert {
             "spans",
@@ -158,7 +159,8 @@ def test_routed_queues_when_known(store: Store) -> None:
     reader.execute("UPDATE events SET routed_queues = ['a', 'b'], source = 'both' WHERE event_id = 'R'")
     reader.execute("INSERT INTO events SELECT * REPLACE ('U' AS event_id, [] AS routed_queues) FROM events")
     reader.execute(
-        "INSERT INTO deliveries VALUES ('R', 'a', 's', now() - INTERVAL 1 HOUR, "
+        "INSERT INTO deliveries (event_id, queue, consumer_service, received_at, settled_at, outcome, "
+        "redelivered, error, trace_id, span_id) VALUES ('R', 'a', 's', now() - INTERVAL 1 HOUR, "
         "now() - INTERVAL 1 HOUR, 'ack', false, NULL, 't', 's')"
     )
     found = {

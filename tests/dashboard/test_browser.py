@@ -1,0 +1,116 @@
+"""The dashboard in a real browser: Debian's chromium, headless, driven by Playwright.
+
+``eventscope dashboard --db`` on a free loopback port; overview → an orphan → its chain,
+asserting on visible text, no uncaught exception on any page, screenshots in tests/artifacts/.
+Never a downloaded browser: chromium comes from the system (``.ci/run`` installs it). In CI
+(``CI=true``) a missing chromium fails the test; elsewhere it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dashboard_helpers import CLI, ROOT, free_port
+
+from eventscope.dashboard import server
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        message = "Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def dashboard_url(shop_db: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "dashboard", "--db", str(shop_db), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert server.wait_ready(port, process, timeout=60), process.communicate(timeout=10)[0]
+        yield server.url(port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def _no_exception(page) -> None:  # type: ignore[no-untyped-def]
+    assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
+
+
+def test_overview_to_an_orphan_to_its_chain(dashboard_url: str, tmp_path: Path) -> None:
+    executable = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(dashboard_url)
+            main = page.locator('[data-testid="stMain"]')
+            expect(main.get_by_role("heading", name="Overview")).to_be_visible()
+            expect(page.get_by_test_id("stMetric").filter(has_text="Events")).to_contain_text("49")
+            expect(page.get_by_test_id("stMetric").filter(has_text="Orphans")).to_contain_text("7")
+            expect(main).to_contain_text("Most orphaned event types and queues")
+            page.wait_for_timeout(1500)  # charts settle
+            _no_exception(page)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+
+            main.get_by_role("link", name="Failed: 2", exact=False).click()
+            expect(main.get_by_role("heading", name="Orphans")).to_be_visible()
+            expect(main).to_contain_text("Likely cause: the consumer of queue")
+            expect(main).to_contain_text("failed or rejected them")
+            cells = page.locator('[role="gridcell"]').filter(has_text="failed")
+            expect(cells.first).to_be_attached()
+            assert "reason=failed" in page.url
+            _no_exception(page)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-orphans.png"), full_page=True)
+
+            main.get_by_role("link", name="Open its chain: failed · order.placed", exact=False).click()
+            expect(main.get_by_role("heading", name="Event / chain")).to_be_visible()
+            expect(main).to_contain_text("order.placed · published by orders")
+            expect(main).to_contain_text("Orphan: failed at")
+            expect(main).to_contain_text("Downstream: 2 events")
+            expect(main).to_contain_text("Waterfall")
+            expect(page.locator("svg").filter(has_text="stock.reserved").first).to_be_visible()
+            assert "event=" in page.url
+            page.wait_for_timeout(1000)
+            _no_exception(page)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-chain.png"), full_page=True)
+        finally:
+            browser.close()

@@ -1,0 +1,188 @@
+"""A queue of the collector's own, consumed in a thread of its own: the shape of every broker tap.
+
+The firehose tap and the dead-letter tap differ only in what they bind and how they read a
+message; the rest is shared here, once: a plain pika connection (never instrumented, named
+``eventscope collector <queue>`` so operators can find it), an exclusive queue named
+``eventscope.collector.<tap>.<id>``, batches handed to a sink and acknowledged only after the
+sink returns (at-least-once: a record is stored before the broker forgets it; the store's
+idempotence removes replays), and reconnection with backoff after broker restarts.
+
+What callers can rely on: ``sink`` is called from the tap's thread, with at most
+``batch_size`` items, at least every ``flush_interval_s`` while messages arrive; if it
+raises, the batch goes back to the queue (counted in ``sink_failures``) and comes again.
+``connected`` is set while the tap consumes; ``reconnects`` counts connections made after
+the first one. ``stop()`` flushes what was read and ends the thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import pika
+
+__all__ = ["COLLECTOR_QUEUE_PREFIX", "AmqpTap"]
+
+logger = logging.getLogger(__name__)
+
+COLLECTOR_QUEUE_PREFIX = "eventscope.collector."
+_DEFAULT_BATCH = 500
+_DEFAULT_FLUSH_S = 0.2
+_DEFAULT_PREFETCH = 2000
+_RECONNECT_MIN_S = 0.5
+_RECONNECT_MAX_S = 10.0
+
+T = TypeVar("T")
+
+
+class AmqpTap(Generic[T]):
+    """Consume an exclusive queue of the collector's own; subclasses declare, bind and parse."""
+
+    name = "tap"
+
+    def __init__(
+        self,
+        parameters: pika.ConnectionParameters | pika.URLParameters,
+        sink: Callable[[Sequence[T]], None],
+        *,
+        batch_size: int = _DEFAULT_BATCH,
+        flush_interval_s: float = _DEFAULT_FLUSH_S,
+        prefetch: int = _DEFAULT_PREFETCH,
+    ) -> None:
+        if batch_size < 1 or flush_interval_s <= 0:
+            raise ValueError("batch_size must be >= 1 and flush_interval_s > 0")
+        self.parameters = parameters
+        self.sink = sink
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.prefetch = max(prefetch, batch_size)
+        self.queue = f"{COLLECTOR_QUEUE_PREFIX}{self.name}.{uuid.uuid4().hex[:12]}"
+        self.received = 0
+        self.skipped = 0
+        self.sink_failures = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.connected = threading.Event()
+        self._connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"eventscope-{self.name}", daemon=True)
+
+    # -- for subclasses ---------------------------------------------------------------------
+    def _declare(self, connection: pika.BlockingConnection, channel: Any) -> None:
+        """Declare and bind ``self.queue`` (exclusive: it goes with the connection)."""
+        raise NotImplementedError
+
+    def _parse(self, method: Any, properties: Any, body: bytes, observed_at_ns: int) -> T | None:
+        """One message → one item for the sink, or ``None`` to skip it (counted)."""
+        raise NotImplementedError
+
+    def _tick(self, connection: pika.BlockingConnection) -> None:
+        """Called between messages and at every flush interval (e.g. to add bindings)."""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> AmqpTap[T]:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _connection_parameters(self) -> pika.ConnectionParameters | pika.URLParameters:
+        parameters = copy.copy(self.parameters)  # the caller's object stays as it was
+        properties = dict(parameters.client_properties or {})
+        properties.setdefault("connection_name", f"eventscope collector {self.queue}")
+        parameters.client_properties = properties
+        return parameters
+
+    def _run(self) -> None:
+        backoff = _RECONNECT_MIN_S
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                backoff = _RECONNECT_MIN_S
+            except Exception as exc:
+                self.connected.clear()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self._stop.is_set():
+                    break
+                logger.warning("%s tap disconnected (%s); reconnecting in %.1fs", self.name, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _RECONNECT_MAX_S)
+
+    def _consume(self) -> None:
+        connection = pika.BlockingConnection(self._connection_parameters())
+        try:
+            channel = connection.channel()
+            self._declare(connection, channel)
+            channel.basic_qos(prefetch_count=self.prefetch)
+            if self._connections:
+                self.reconnects += 1
+            self._connections += 1
+            self.last_error = None
+            self.connected.set()
+            logger.info("%s tap consuming %s", self.name, self.queue)
+            pending: list[T] = []
+            last_tag = 0
+            deadline = time.monotonic() + self.flush_interval_s
+            for method, properties, body in channel.consume(
+                self.queue, inactivity_timeout=self.flush_interval_s
+            ):
+                if method is not None:
+                    last_tag = method.delivery_tag
+                    self.received += 1
+                    item = self._parse(method, properties, body, time.time_ns())
+                    if item is None:
+                        self.skipped += 1
+                    else:
+                        pending.append(item)
+                if last_tag and (len(pending) >= self.batch_size or time.monotonic() >= deadline):
+                    self._flush(channel, pending, last_tag)
+                    pending, last_tag = [], 0
+                if method is None or time.monotonic() >= deadline:
+                    deadline = time.monotonic() + self.flush_interval_s
+                    self._tick(connection)
+                if self._stop.is_set():
+                    if last_tag:
+                        self._flush(channel, pending, last_tag)
+                    channel.cancel()
+                    break
+        finally:
+            self.connected.clear()
+            if connection.is_open:
+                try:
+                    connection.close()
+                except Exception as exc:  # already half-closed by the broker
+                    logger.debug("%s tap: closing the connection failed: %s", self.name, exc)
+
+    def _flush(self, channel: Any, items: list[T], last_tag: int) -> None:
+        try:
+            if items:
+                self.sink(items)
+        except Exception:
+            self.sink_failures += 1
+            logger.exception("%s sink failed; %d items go back to the queue", self.name, len(items))
+            channel.basic_nack(last_tag, multiple=True, requeue=True)
+            return
+        channel.basic_ack(last_tag, multiple=True)
+
+    def state(self) -> dict[str, Any]:
+        """What /healthz reports of this tap."""
+        return {
+            "connected": self.connected.is_set(),
+            "queue": self.queue,
+            "received": self.received,
+            "reconnects": self.reconnects,
+            "sink_failures": self.sink_failures,
+            "last_error": self.last_error,
+        }
