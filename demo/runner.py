@@ -25,7 +25,7 @@ from typing import Any
 
 import pika
 
-from eventscope.tracer import firehose
+from eventscope.tracer import firehose, management
 
 from . import topology
 
@@ -243,10 +243,36 @@ def _collector_command(
 
         else:
             print(f"  firehose not available ({message}); the demo runs on spans only", file=sys.stderr)
-    management = f"http://{params.credentials.username}:{params.credentials.password}@{params.host}:15672"
-    if _answers(f"http://{params.host}:15672/api/overview"):
-        command += ["--management-url", management]
-    return command, restore
+    command += ["--dlx", topology.DEAD_LETTER_EXCHANGE]
+    management_url, restore_plugin = _management(params)
+    if management_url:
+        command += ["--management-url", management_url]
+    restores = [r for r in (restore, restore_plugin) if r is not None]
+
+    def restore_all() -> None:
+        for undo in restores:
+            undo()
+
+    return command, restore_all if restores else None
+
+
+def _management(params: pika.URLParameters) -> tuple[str | None, Callable[[], None] | None]:
+    """The management API (queue TTLs and DLXs: what tells 'expired'), enabled for the demo
+    on a local broker that lacks it, and disabled again at the end."""
+    base = f"http://{params.host}:15672"
+    url = f"http://{params.credentials.username}:{params.credentials.password}@{params.host}:15672"
+    if _answers(f"{base}/api/overview"):
+        return url, None
+    if params.host not in ("127.0.0.1", "localhost") or management.plugin_enabled() is not False:
+        return None, None
+    print("  enabling RabbitMQ's management plugin for the demo (disabled again at the end)", flush=True)
+    if not management.set_plugin(True):
+        print("  could not enable it: 'expired' orphans will show as 'unconsumed'", file=sys.stderr)
+        return None, None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _answers(f"{base}/api/overview"):
+        time.sleep(0.3)
+    return url, lambda: management.set_plugin(False)
 
 
 def _answers(url: str) -> bool:

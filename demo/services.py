@@ -90,7 +90,15 @@ def shipping(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
 
 
 def notifications(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
-    _serve(channel, stop, {"demo.notifications": lambda ch, method, body: ch.basic_ack(method.delivery_tag)})
+    """Sends the mails; a template bug makes it reject every 13th ``stock.reserved`` (no DLX: lost)."""
+
+    def send(ch: Any, method: Any, event: dict[str, Any]) -> None:
+        if method.routing_key == "stock.reserved" and event.get("order_id", 0) % 13 == 0:
+            ch.basic_reject(method.delivery_tag, requeue=False)
+            return
+        ch.basic_ack(method.delivery_tag)
+
+    _serve(channel, stop, {"demo.notifications": send})
 
 
 def fraud(channel: Any, args: argparse.Namespace, stop: Stop) -> None:

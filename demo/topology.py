@@ -18,7 +18,9 @@ Faults, each producing one kind of orphan:
 * ``demo.reminders`` — a queue with a 3 s message TTL and no dead-letter exchange, nobody
   reads it: **expired**;
 * payments rejects every 7th order without requeue into the dead-letter exchange:
-  **failed** and **dead-lettered**;
+  **dead-lettered** (with spans only: **failed**);
+* notifications rejects every 13th ``stock.reserved`` without requeue, and its queue has no
+  dead-letter exchange: **failed**;
 * the fraud check's handler crashes on every 9th order before acking (the worker lives
   on): **unacked**;
 * inventory never answers every 11th ``stock.reserve`` command: a **stuck saga**.

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -28,7 +30,7 @@ import httpx
 
 from eventscope.tracer.broker import Topology
 
-__all__ = ["ManagementPoller", "exchange_row", "queue_row"]
+__all__ = ["ManagementPoller", "exchange_row", "plugin_enabled", "queue_row", "set_plugin"]
 
 logger = logging.getLogger(__name__)
 
@@ -262,3 +264,32 @@ class ManagementPoller:
             "last_error": self.last_error,
             "last_poll_at": self.last_poll_at,
         }
+
+
+def plugin_enabled() -> bool | None:
+    """Is the management plugin enabled on this host's broker? ``None`` when it cannot tell."""
+    tool = shutil.which("rabbitmq-plugins")
+    if tool is None:
+        return None
+    try:
+        out = subprocess.run(
+            [tool, "list", "-e", "-m"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return "rabbitmq_management" in out.stdout.split() if out.returncode == 0 else None
+
+
+def set_plugin(enabled: bool) -> bool:
+    """Enable or disable the management plugin on this host's broker; True if it worked."""
+    tool = shutil.which("rabbitmq-plugins")
+    if tool is None:
+        return False
+    action = "enable" if enabled else "disable"
+    try:
+        result = subprocess.run(
+            [tool, action, "rabbitmq_management"], capture_output=True, text=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0

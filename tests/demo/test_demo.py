@@ -1,4 +1,8 @@
-"""`eventscope demo` end to end: collector + shop services on the real broker, then stop."""
+"""`eventscope demo` end to end: collector + shop on the real broker, then the whole story in SQL.
+
+One run of `eventscope demo --duration 45` (broker truth on, the demo's alert rules), then
+the database is read through the public SQL surface.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,17 @@ import subprocess
 import sys
 
 import pika
+import pytest
+
+ALL_REASONS = {
+    "unroutable",
+    "unconsumed",
+    "unacked",
+    "failed",
+    "dead_lettered",
+    "expired",
+    "missing_consumer",
+}
 
 
 def _free_port() -> int:
@@ -16,23 +31,27 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_demo_runs_the_shop_and_stops_cleanly(tmp_path, broker):
-    db = tmp_path / "demo.duckdb"
-    port = _free_port()
+def _tracing(vhost: str = "/") -> str:
+    out = subprocess.run(["rabbitmqctl", "list_vhosts", "name", "tracing"], capture_output=True, text=True)
+    return next((line for line in out.stdout.splitlines() if line.startswith(f"{vhost}\t")), "")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, broker):
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    tracing_before = _tracing()
     result = subprocess.run(
-        [sys.executable, "-m", "eventscope.tracer.cli", "demo", "--db", str(db), "--duration", "12"]
-        + ["--listen", f"127.0.0.1:{port}", "--rate", "10", "--no-browser"],
+        [sys.executable, "-m", "eventscope.tracer.cli", "demo", "--db", str(db), "--duration", "45"]
+        + ["--listen", f"127.0.0.1:{_free_port()}", "--no-browser", "--no-dashboard"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
-    assert result.returncode == 0, result.stderr
-    assert f"collector and SQL API on http://127.0.0.1:{port}" in result.stdout
-    assert "final: events" in result.stdout
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return db, result, tracing_before
 
-    query = """
-        select producer_service, count(*) as n from events group by 1 order by 1
-    """
+
+def sql(db, query: str) -> list[dict]:
     out = subprocess.run(
         [sys.executable, "-m", "eventscope.tracer.cli", "sql", "--db", str(db), "--format", "json", query],
         capture_output=True,
@@ -40,8 +59,89 @@ def test_demo_runs_the_shop_and_stops_cleanly(tmp_path, broker):
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    producers = {row["producer_service"]: row["n"] for row in json.loads(out.stdout)}
-    assert set(producers) == {
+    return json.loads(out.stdout)
+
+
+def test_the_demo_runs_and_leaves_the_broker_as_it_found_it(demo, broker):
+    _db, result, tracing_before = demo
+    assert "collector and SQL API on http://127.0.0.1:" in result.stdout
+    assert "final: events" in result.stdout
+    assert _tracing() == tracing_before
+    connection = pika.BlockingConnection(broker)
+    channel = connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        channel.queue_declare("demo.payments", passive=True)
+    connection.close()
+
+
+def test_every_orphan_reason_appears(demo):
+    db, _result, _ = demo
+    reasons = {row["reason"] for row in sql(db, "select distinct reason from orphans_after(0)")}
+    reasons |= {row["reason"] for row in sql(db, "select distinct reason from alerts")}
+    assert reasons >= ALL_REASONS, ALL_REASONS - reasons
+
+
+def test_alerts_are_firing(demo):
+    db, _result, _ = demo
+    (row,) = sql(db, "select count(*) as n from alerts where resolved_at is null")
+    assert row["n"] > 0
+
+
+def test_sagas_complete_compensate_and_get_stuck(demo):
+    db, _result, _ = demo
+    flows = sql(
+        db,
+        """
+        select correlation_id,
+               bool_or(event_type = 'checkout.confirmed') as confirmed,
+               bool_or(event_type = 'checkout.cancelled') as cancelled,
+               bool_or(event_type = 'stock.release') as compensated,
+               arg_max(event_type, published_at) as last_type
+        from events
+        where correlation_id in (select event_id from events where event_type = 'checkout.requested')
+        group by 1
+        """,
+    )
+    assert any(f["confirmed"] for f in flows)
+    assert any(f["cancelled"] and f["compensated"] for f in flows)
+    stuck = [f for f in flows if not f["confirmed"] and not f["cancelled"]]
+    assert stuck and any(f["last_type"] in ("stock.reserve", "checkout.step") for f in stuck)
+
+
+def test_the_outbox_hop_keeps_the_chain(demo):
+    db, _result, _ = demo
+    rows = sql(
+        db,
+        """
+        select count(*) as orders,
+               count(*) filter (where s.name = 'POST /orders' and s.trace_id = e.trace_id) as joined
+        from events e join spans p on p.trace_id = e.trace_id and p.span_id = e.span_id
+        left join spans s on s.trace_id = p.trace_id and s.span_id = p.parent_span_id
+        where e.event_type = 'order.placed'
+        """,
+    )
+    assert rows[0]["orders"] >= 50
+    assert rows[0]["joined"] == rows[0]["orders"]
+
+
+def test_competing_consumers_share_the_load(demo):
+    db, _result, _ = demo
+    shares = {
+        row["consumer_service"]: row["n"]
+        for row in sql(
+            db,
+            "select consumer_service, count(*) as n from deliveries "
+            "where queue = 'demo.payments' and consumer_service is not null group by 1",
+        )
+    }
+    assert set(shares) == {"payments-1", "payments-2"}
+    assert min(shares.values()) >= 0.2 * sum(shares.values())
+
+
+def test_every_service_produced_or_consumed(demo):
+    db, _result, _ = demo
+    producers = {row["p"] for row in sql(db, "select distinct producer_service as p from events")}
+    assert producers >= {
         "gateway",
         "customers",
         "checkout",
@@ -50,24 +150,5 @@ def test_demo_runs_the_shop_and_stops_cleanly(tmp_path, broker):
         "inventory",
         "shipping",
     }
-    assert producers["gateway"] >= 50
-
-    reasons = subprocess.run(
-        [sys.executable, "-m", "eventscope.tracer.cli", "sql", "--db", str(db), "--format", "json"]
-        + ["select distinct reason from orphans_after(0)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert {row["reason"] for row in json.loads(reasons.stdout)} >= {"failed", "unconsumed", "unacked"}
-
-    # the demo removed its queues and exchanges from the broker
-    connection = pika.BlockingConnection(broker)
-    channel = connection.channel()
-    try:
-        channel.queue_declare("demo.payments", passive=True)
-        leftover = True
-    except pika.exceptions.ChannelClosedByBroker:
-        leftover = False
-    connection.close()
-    assert not leftover
+    consumers = {row["c"] for row in sql(db, "select distinct consumer_service as c from deliveries")}
+    assert consumers >= {"auditor", "fraud", "notifications", "shipping", "inventory", "checkout"}
