@@ -264,7 +264,13 @@ class AmqpTracing:
         """
         props = new_properties(properties)
         headers = props.headers
-        headers = dict(headers) if isinstance(headers, Mapping) else {} if headers is None else None
+        # ``type(...) is dict`` first: the ABC check costs more than the rest of this line
+        if headers is None:
+            headers = {}
+        elif type(headers) is dict or isinstance(headers, Mapping):
+            headers = dict(headers)
+        else:
+            headers = None
         current = context.get_current()
         parent = extract(headers) if headers and TRACEPARENT_HEADER in headers else current
         handling = current_handling(current)
@@ -386,7 +392,7 @@ class AmqpTracing:
                 attributes[A.MESSAGING_CONVERSATION_ID] = str(properties.correlation_id)
             if properties.type and properties.type != routing_key:
                 attributes[A.EVENT_TYPE] = str(properties.type)
-            if isinstance(headers, Mapping) and headers:
+            if headers and (type(headers) is dict or isinstance(headers, Mapping)):
                 correlation = decode_header(headers.get(CORRELATION_HEADER))
                 deaths = headers.get("x-death")
                 if deaths:

@@ -79,7 +79,7 @@ _getter = HeaderGetter()
 
 def extract(headers: Any, ctx: Context | None = None) -> Context:
     """The context carried by ``headers`` (any object; non-mappings carry nothing)."""
-    if not isinstance(headers, Mapping) or not headers:
+    if not headers or not (type(headers) is dict or isinstance(headers, Mapping)):
         return ctx if ctx is not None else context.get_current()
     if "baggage" not in headers and _is_default_w3c():
         parent = _parse_traceparent(decode_header(headers.get(TRACEPARENT_HEADER)))
