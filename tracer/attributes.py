@@ -54,6 +54,17 @@ OUTCOME_REJECT: Final = "reject"
 OUTCOME_REQUEUE: Final = "requeue"
 OUTCOME_ERROR: Final = "error"
 
+# Why an event is an orphan (the ``orphans.reason`` column of the SQL surface).
+ORPHAN_REASONS: Final = (
+    "unroutable",
+    "unconsumed",
+    "unacked",
+    "failed",
+    "dead_lettered",
+    "expired",
+    "missing_consumer",
+)
+
 # Pre-1.2x names still emitted by other instrumentations, mapped to the current ones.
 LEGACY: Final = {
     "messaging.destination": MESSAGING_DESTINATION_NAME,

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from eventscope.tracer.attributes import ORPHAN_REASONS
+
 __all__ = ["main", "parse_bytes", "parse_duration"]
 
 logger = logging.getLogger(__name__)
@@ -199,15 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_arguments(orphans)
     orphans.add_argument(
         "--reason",
-        choices=[
-            "unroutable",
-            "unconsumed",
-            "unacked",
-            "failed",
-            "dead_lettered",
-            "expired",
-            "missing_consumer",
-        ],
+        choices=ORPHAN_REASONS,
     )
     orphans.add_argument("--grace", type=_seconds, default=None, metavar="SECONDS", help="override the grace")
     orphans.add_argument("--limit", type=int, default=100, help="at most this many rows (default 100)")

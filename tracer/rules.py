@@ -26,6 +26,8 @@ from typing import Any
 
 import tomllib
 
+from eventscope.tracer.attributes import ORPHAN_REASONS
+
 __all__ = [
     "REASONS",
     "SEVERITIES",
@@ -41,16 +43,7 @@ __all__ = [
     "parse_duration",
 ]
 
-REASONS = (
-    "unroutable",
-    "unconsumed",
-    "unacked",
-    "failed",
-    "dead_lettered",
-    "expired",
-    "missing_consumer",
-    "poison",
-)
+REASONS = (*ORPHAN_REASONS, "poison")  # alerts know one reason more: redelivery loops
 SEVERITIES = ("info", "warning", "critical")
 SINK_TYPES = ("webhook", "log", "amqp")
 GLOB_KEYS = ("event_type", "exchange", "routing_key", "queue", "producer")
