@@ -245,7 +245,7 @@ LIMIT $limit
 
 _ORPHANS_AFTER = """
 SELECT event_id, event_type, exchange, routing_key, queue, reason, published_at, age_s
-FROM orphans_after($grace_s)
+FROM maintained_orphans($grace_s)
 WHERE ($reason IS NULL OR reason = $reason)
 ORDER BY published_at DESC, event_id, queue
 LIMIT $limit

@@ -21,6 +21,7 @@ What callers can rely on:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -40,11 +41,19 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
-_MIGRATIONS = {1: "schema.sql", 2: "schema_v2.sql", 3: "schema_v3_alerts.sql"}  # version → file, in order
+_CHECKPOINT_THRESHOLD = "256MB"
+_MIGRATIONS = {
+    1: "schema.sql",
+    2: "schema_v2.sql",
+    3: "schema_v3_alerts.sql",
+    4: "schema_v4_perf.sql",
+}  # version → file, in order
 _VIEWS = "views.sql"
+_STATE = "delivery_state.sql"
+_STATE_VERSION = 4  # the migration that adds delivery_state: fill it for the rows already there
 _KIND_CODES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 _SANDBOX = {
     "enable_external_access": False,
@@ -172,6 +181,7 @@ _TOPOLOGY = (
 _EDGES = pa.schema([("cause_event_id", pa.string()), ("effect_event_id", pa.string()), ("via", pa.string())])
 _KEYS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string())])
 _EVENT_IDS = pa.schema([("event_id", pa.string())])
+_STATE_SCOPE = "event_id IN (SELECT event_id FROM _eventscope_touched) AND event_id BETWEEN $lo AND $hi"
 _PAIR_WINDOW_US = 3600 * 1_000_000  # how far before a write's oldest row its partners are looked for
 
 # A span's event meets a firehose row: the producer span's facts win, the broker's routing stays.
@@ -301,7 +311,9 @@ class Store:
         """
         if grace_s < 0:
             raise ValueError("grace_s must be >= 0")
-        config: dict[str, Any] = dict(_SANDBOX, memory_limit=memory_limit)
+        config: dict[str, Any] = dict(
+            _SANDBOX, memory_limit=memory_limit, checkpoint_threshold=_CHECKPOINT_THRESHOLD
+        )
         if threads is not None:
             config["threads"] = threads
         try:
@@ -311,8 +323,10 @@ class Store:
                 raise StoreLocked(f"{path} is held by another process (another collector?)") from exc
             raise
         try:
-            _migrate(connection)
+            applied = _migrate(connection)
             connection.execute(_read_sql(_VIEWS))
+            if _STATE_VERSION in applied:
+                _rebuild_state(connection)
             connection.execute(
                 "INSERT OR REPLACE INTO collector_settings VALUES ('grace_s', ?)", [repr(float(grace_s))]
             )
@@ -368,6 +382,7 @@ class Store:
         touched = {
             row["event_id"] for row in (*deliveries, *broker_deliveries) if row["event_id"] is not None
         }
+        state_ids = touched | {row["event_id"] for row in (*events, *broker_events, *dead_letters)}
         since = None
         if self._has_firehose_deliveries or broker_deliveries:  # else nothing is paired: skip the cost
             times = [row["received_at"] for row in (*deliveries, *broker_deliveries)]
@@ -376,15 +391,16 @@ class Store:
         con = self._connection
         con.execute("BEGIN TRANSACTION")
         try:
-            self._insert("spans", spans, _SPANS)
+            new_spans = self._insert_spans(spans)
             self._upsert_events(events, _MERGE_SPAN_EVENT)
             self._upsert_events(broker_events, _MERGE_FIREHOSE_EVENT)
-            self._insert("deliveries", deliveries, _DELIVERIES)
-            self._insert("deliveries", broker_deliveries, _DELIVERIES)
+            self._insert_span_deliveries(deliveries, new_spans)
+            self._insert_firehose_deliveries(broker_deliveries)
             self._insert("dead_letters", dead_letters, _DEAD_LETTERS)
             if broker_deliveries:
                 self._has_firehose_deliveries = True
-            self._write_resolution(resolution, touched, since)
+            state_ids |= self._write_resolution(resolution, touched, since)
+            self._refresh_state(state_ids)
             for batch in broker:
                 if batch.topology is not None:
                     self._write_topology(batch.topology)
@@ -466,23 +482,90 @@ class Store:
                 [topology.vhost, polled_at.as_py()],
             )
 
+    def _insert_spans(self, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Insert spans not stored yet; returns the keys of those inserted."""
+        if not rows:
+            return set()
+        con = self._connection
+        con.register("_eventscope_batch", pa.Table.from_pylist(rows, schema=_SPANS))
+        try:
+            inserted = con.execute(
+                "INSERT OR IGNORE INTO spans SELECT * FROM _eventscope_batch RETURNING trace_id, span_id"
+            ).fetchall()
+        finally:
+            con.unregister("_eventscope_batch")
+        return set(inserted)
+
+    def _insert_span_deliveries(self, rows: list[dict[str, Any]], new_spans: set[tuple[str, str]]) -> None:
+        """Insert the deliveries of the spans just inserted (a span seen before is a replay):
+        deliveries has no unique constraint since schema version 4 (schema_v4_perf.sql).
+        """
+        unique: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            key = (row["trace_id"], row["span_id"])
+            if key in new_spans:
+                unique.setdefault(key, row)
+        if unique:
+            data = pa.Table.from_pylist(list(unique.values()), schema=_DELIVERIES)
+            self._insert_arrow("deliveries", data, plain=True)
+
+    def _insert_firehose_deliveries(self, rows: list[dict[str, Any]]) -> None:
+        """Insert firehose deliveries whose record is not stored yet (replays are stored once)."""
+        unique: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault(row["record_id"], row)
+        if not unique:
+            return
+        con = self._connection
+        con.register("_eventscope_batch", pa.Table.from_pylist(list(unique.values()), schema=_DELIVERIES))
+        try:
+            con.execute(
+                "INSERT INTO deliveries SELECT * FROM _eventscope_batch b "
+                "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.record_id = b.record_id)"
+            )
+        finally:
+            con.unregister("_eventscope_batch")
+
     def _insert(self, table: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
         if not rows:
             return
         self._insert_arrow(table, pa.Table.from_pylist(rows, schema=schema))
 
-    def _insert_arrow(self, table: str, data: pa.Table) -> None:
+    def _insert_arrow(self, table: str, data: pa.Table, *, plain: bool = False) -> None:
         con = self._connection
         con.register("_eventscope_batch", data)
         try:
-            con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _eventscope_batch")
+            con.execute(f"INSERT {'' if plain else 'OR IGNORE '}INTO {table} SELECT * FROM _eventscope_batch")
         finally:
             con.unregister("_eventscope_batch")
 
+    def _refresh_state(self, event_ids: set[str]) -> None:
+        """Re-derive the delivery state (delivery_state.sql) of ``event_ids``, in the caller's
+        transaction: the orphans view then only filters it.
+        """
+        event_ids.discard(None)  # type: ignore[arg-type]
+        if not event_ids:
+            return
+        con = self._connection
+        touched = pa.Table.from_pylist([{"event_id": e} for e in event_ids], schema=_EVENT_IDS)
+        params = {"lo": min(event_ids), "hi": max(event_ids)}
+        con.register("_eventscope_touched", touched)
+        try:
+            con.execute(
+                "DELETE FROM delivery_state WHERE event_id IN (SELECT event_id FROM _eventscope_touched)"
+            )
+            con.execute(
+                "INSERT INTO delivery_state " + _read_state_sql().replace("{scope}", _STATE_SCOPE), params
+            )
+        finally:
+            con.unregister("_eventscope_touched")
+
     def _write_resolution(
         self, resolution: Resolution, touched: set[str] | None = None, since_us: int | None = None
-    ) -> None:
+    ) -> set[str]:
+        """Write what lineage resolved; returns the event ids whose deliveries changed."""
         con = self._connection
+        changed = set(resolution.delivery_events.values())
         if resolution.edges:
             edges = pa.Table.from_pylist(
                 [
@@ -520,15 +603,18 @@ class Store:
             )
             con.register("_eventscope_settles", settles)
             try:
-                con.execute(
+                settled = con.execute(
                     "UPDATE deliveries SET outcome = s.outcome, settled_at = s.settled_at "
                     "FROM _eventscope_settles s "
                     "WHERE deliveries.trace_id = s.trace_id AND deliveries.span_id = s.span_id "
-                    "AND (deliveries.outcome IS NULL OR deliveries.outcome = 'error')"
-                )
+                    "AND (deliveries.outcome IS NULL OR deliveries.outcome = 'error') "
+                    "RETURNING deliveries.event_id"
+                ).fetchall()
+                changed.update(event_id for (event_id,) in settled)
             finally:
                 con.unregister("_eventscope_settles")
         self._reconcile_deliveries((touched or set()) | set(resolution.delivery_events.values()), since_us)
+        return changed
 
     def resolve_missing(self, *, older_than_s: float = 1.0) -> int:
         """Look up in the database the spans lineage waits for but no longer remembers.
@@ -561,7 +647,7 @@ class Store:
             resolution = self.lineage.learn(nodes)
             con.execute("BEGIN TRANSACTION")
             try:
-                self._write_resolution(resolution)
+                self._refresh_state(self._write_resolution(resolution))
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -589,6 +675,7 @@ class Store:
             con.execute(
                 f"DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < {cutoff}", [max_age_s]
             )
+            _rebuild_state(con)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -607,8 +694,21 @@ class Store:
             self._connection.close()
 
 
-def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
-    """Apply the scripts of ``_MIGRATIONS`` the file has not seen, each in a transaction."""
+@functools.cache
+def _read_state_sql() -> str:
+    return _read_sql(_STATE)
+
+
+def _rebuild_state(connection: duckdb.DuckDBPyConnection) -> None:
+    """Derive delivery_state for every event (after the migration that adds it, after retention)."""
+    connection.execute("DELETE FROM delivery_state")
+    connection.execute("INSERT INTO delivery_state " + _read_state_sql().replace("{scope}", "true"))
+
+
+def _migrate(connection: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply the scripts of ``_MIGRATIONS`` the file has not seen, each in a transaction;
+    returns the versions applied.
+    """
     connection.execute(
         "CREATE TABLE IF NOT EXISTS schema_version "
         "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
@@ -618,7 +718,8 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
         raise RuntimeError(
             f"database schema version {current} is newer than this eventscope ({SCHEMA_VERSION}): upgrade"
         )
-    for version in range(current + 1, SCHEMA_VERSION + 1):
+    applied = list(range(current + 1, SCHEMA_VERSION + 1))
+    for version in applied:
         connection.execute("BEGIN TRANSACTION")
         try:
             connection.execute(_read_sql(_MIGRATIONS[version]))
@@ -628,3 +729,4 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
             connection.execute("ROLLBACK")
             raise
         logger.info("migrated database to schema version %d", version)
+    return applied

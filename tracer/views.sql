@@ -104,10 +104,39 @@ FROM found f
 JOIN events e USING (event_id)
 ORDER BY e.published_at, e.event_id, f.queue;
 
--- The orphans with the grace the collector was started with (collector_settings.grace_s, default 30 s).
+-- orphans_after(grace_s) read from delivery_state, which the collector's writer keeps up to
+-- date with every batch (schema_v4_perf.sql, delivery_state.sql): the same rows and order for
+-- what the collector wrote, without re-deriving every event's fate on each query.
+CREATE OR REPLACE MACRO maintained_orphans(grace_s) AS TABLE
+WITH
+    cutoff AS (
+        SELECT now() - to_microseconds(CAST(CAST(grace_s AS DOUBLE) * 1000000 AS BIGINT)) AS at
+    ),
+    ttls AS (
+        SELECT name AS queue, min(message_ttl_ms) AS ttl_ms
+        FROM queues
+        WHERE message_ttl_ms IS NOT NULL
+        GROUP BY name
+    )
+SELECT s.event_id, s.event_type, s.exchange, s.routing_key, s.queue,
+       CASE
+           WHEN s.state <> 'undelivered' THEN s.state
+           WHEN t.ttl_ms IS NOT NULL AND s.published_at + to_milliseconds(t.ttl_ms) < cutoff.at THEN 'expired'
+           ELSE 'unconsumed'
+       END AS reason,
+       s.published_at,
+       date_diff('millisecond', s.published_at, now()) / 1000.0 AS age_s
+FROM delivery_state s
+CROSS JOIN cutoff
+LEFT JOIN ttls t ON t.queue = s.queue
+WHERE s.since IS NULL OR s.since < cutoff.at
+ORDER BY s.published_at, s.event_id, s.queue;
+
+-- The orphans with the grace the collector was started with (collector_settings.grace_s, default 30 s),
+-- from the maintained delivery state.
 CREATE OR REPLACE VIEW orphans AS
 SELECT *
-FROM orphans_after(coalesce(
+FROM maintained_orphans(coalesce(
     (SELECT TRY_CAST(value AS DOUBLE) FROM collector_settings WHERE name = 'grace_s'), 30.0
 ));
 
@@ -126,3 +155,4 @@ SELECT event_id, min(depth) AS depth, arg_min(cause_event_id, depth) AS cause_ev
 FROM walk
 GROUP BY event_id
 ORDER BY depth, event_id;
+
