@@ -460,14 +460,27 @@ async def _healthz(request: Request) -> Response:
 async def _metrics(request: Request) -> Response:
     collector: Collector = request.app.state.collector
     text = collector.metrics()
-    counts = await _guarded(collector, queries.orphan_counts)
-    if not isinstance(counts, Response):  # a busy store must not fail the scrape
+    gauges = await _guarded(collector, queries.orphan_gauges)
+    if not isinstance(gauges, Response):  # a busy store must not fail the scrape
+        by_reason: Counter[str] = Counter()
+        for row in gauges:
+            by_reason[row["reason"]] += row["n"]
         text += "# HELP eventscope_orphans Orphan events by reason (per expected queue).\n"
         text += "# TYPE eventscope_orphans gauge\n"
+        text += "".join(f'eventscope_orphans{{reason="{r}"}} {n}\n' for r, n in sorted(by_reason.items()))
+        text += "# HELP eventscope_orphans_by_queue Orphan events by reason, queue and event type.\n"
+        text += "# TYPE eventscope_orphans_by_queue gauge\n"
         text += "".join(
-            f'eventscope_orphans{{reason="{reason}"}} {n}\n' for reason, n in sorted(counts.items())
+            f'eventscope_orphans_by_queue{{reason="{_label(row["reason"])}",queue="{_label(row["queue"])}",'
+            f'event_type="{_label(row["event_type"])}"}} {row["n"]}\n'
+            for row in gauges
         )
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def _label(value: Any) -> str:
+    """A Prometheus label value, escaped as the text format wants."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class _BearerToken:

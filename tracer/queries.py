@@ -288,6 +288,17 @@ def orphans(
     )
 
 
+_ORPHAN_GAUGES = """
+SELECT reason, coalesce(queue, '') AS queue, coalesce(event_type, '') AS event_type, count(*) AS n
+FROM orphans GROUP BY ALL ORDER BY ALL
+"""
+
+
+def orphan_gauges(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Orphans by reason, queue and event type (the Prometheus gauges of /metrics)."""
+    return _records(connection, _ORPHAN_GAUGES, {})
+
+
 def orphan_counts(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """How many orphans there are of each reason (for /metrics and the overview)."""
     return {row["reason"]: row["n"] for row in _records(connection, _ORPHAN_COUNTS, {})}

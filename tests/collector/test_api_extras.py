@@ -86,6 +86,26 @@ def test_metrics_report_orphans_by_reason(running_collector):
     text = httpx.get(f"{url}/metrics").text
     assert "# TYPE eventscope_orphans gauge" in text
     assert 'eventscope_orphans{reason="unconsumed"} 2' in text  # B and C: nothing consumed them
+    assert "# TYPE eventscope_orphans_by_queue gauge" in text
+    assert 'eventscope_orphans_by_queue{reason="unconsumed",queue="",event_type="payment.done"} 1' in text
+    # C went to the default exchange: its queue is the routing key
+    assert (
+        'eventscope_orphans_by_queue{reason="unconsumed",queue="refund.requested",'
+        'event_type="refund.requested"} 1'
+    ) in text
+
+
+def test_metrics_labels_are_escaped(running_collector):
+    url = running_collector.url
+    hostile = 'weird"type\\with\nnewline'
+    trace = new_trace()
+    assert (
+        _post(url, request(publish(trace_id=trace, event_id="evt-x", routing_key=hostile))).status_code == 200
+    )
+    text = httpx.get(f"{url}/metrics").text
+    assert 'event_type="weird\\"type\\\\with\\nnewline"' in text
+    for line in text.splitlines():
+        assert line.startswith("#") or line.count(" ") >= 1
 
 
 def _cli(*args):
