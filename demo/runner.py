@@ -175,7 +175,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         if not args.collector:
             command, restore_tracing = _collector_command(args, params)
-            collector = subprocess.Popen(command)
+            log_path = Path(args.db).with_suffix(".log")
+            collector_log = open(log_path, "ab")  # noqa: SIM115 - open while the collector runs
+            collector = subprocess.Popen(command, stdout=collector_log, stderr=subprocess.STDOUT)
         _wait_healthy(api, collector)
         gateway_port = _free_port()
         for service, name in _SERVICES:
@@ -187,6 +189,8 @@ def main(args: argparse.Namespace) -> int:
                 _wait_port(gateway_port, children[-1])
         where = f"database {args.db}" if collector is not None else "an external collector"
         print(f"eventscope demo: collector and SQL API on {api}, {where}", flush=True)
+        if collector is not None:
+            print(f"  collector log (alerts as JSON lines): {log_path}")
         if not args.no_dashboard:
             dashboard = _start_dashboard(api, args.dashboard_port, open_browser=not args.no_browser)
         names = ", ".join(name for _, name in _SERVICES)
@@ -207,6 +211,7 @@ def main(args: argparse.Namespace) -> int:
             final = _final_report(api)
         if collector is not None:
             _stop([collector])
+            collector_log.close()
         if restore_tracing is not None:
             restore_tracing()
         if not args.keep_topology:
