@@ -49,7 +49,8 @@ _ALERT_RULES = Path(__file__).with_name("eventscope.toml")
 _SUMMARY_EVERY_S = 2.0
 _BROKER_HELP = """\
 eventscope demo needs RabbitMQ at {url}.
-Start one, e.g. on Debian or Ubuntu:
+Start one with either of:
+  docker compose up -d rabbitmq                 (from the eventscope repository)
   sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
 or point the demo at yours: eventscope demo --amqp-url amqp://USER:PASS@HOST:5672/VHOST"""
 
