@@ -7,9 +7,12 @@ the database is read through the public SQL surface.
 from __future__ import annotations
 
 import json
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pika
 import pytest
@@ -38,22 +41,42 @@ def _tracing(vhost: str = "/") -> str:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, broker):
+    """`eventscope demo` running for 45 s; the tests then ask its live SQL API; Ctrl-C ends it."""
     db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
     tracing_before = _tracing()
-    result = subprocess.run(
-        [sys.executable, "-m", "eventscope.tracer.cli", "demo", "--db", str(db), "--duration", "45"]
-        + ["--listen", f"127.0.0.1:{_free_port()}", "--no-browser", "--no-dashboard"],
-        capture_output=True,
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventscope.tracer.cli", "demo", "--db", str(db), "--duration", "240"]
+        + ["--listen", f"127.0.0.1:{port}", "--no-browser", "--no-dashboard"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=240,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return db, result, tracing_before
+    output: list[str] = []
+    deadline = time.monotonic() + 150
+    for line in process.stdout:
+        output.append(line)
+        seconds = re.search(r"\[\s*(\d+)s\]", line)
+        if seconds and int(seconds.group(1)) >= 45:
+            break
+        assert time.monotonic() < deadline, "".join(output)
+    assert process.poll() is None, "".join(output)
+    yield f"http://127.0.0.1:{port}", output
+    process.send_signal(signal.SIGINT)  # what Ctrl-C does
+    rest, _ = process.communicate(timeout=120)
+    output.append(rest)
+    assert process.returncode == 0, "".join(output)[-3000:]
+    assert "final: events" in rest
+    assert _tracing() == tracing_before  # the broker is left as it was found
+    connection = pika.BlockingConnection(broker)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        connection.channel().queue_declare("demo.payments", passive=True)
+    connection.close()
 
 
-def sql(db, query: str) -> list[dict]:
+def sql(api: str, query: str) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, "-m", "eventscope.tracer.cli", "sql", "--db", str(db), "--format", "json", query],
+        [sys.executable, "-m", "eventscope.tracer.cli", "sql", "--api", api, "--format", "json", query],
         capture_output=True,
         text=True,
         timeout=60,
@@ -62,40 +85,35 @@ def sql(db, query: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
-def test_the_demo_runs_and_leaves_the_broker_as_it_found_it(demo, broker):
-    _db, result, tracing_before = demo
-    assert "collector and SQL API on http://127.0.0.1:" in result.stdout
-    assert "final: events" in result.stdout
-    assert _tracing() == tracing_before
-    connection = pika.BlockingConnection(broker)
-    channel = connection.channel()
-    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
-        channel.queue_declare("demo.payments", passive=True)
-    connection.close()
+def test_the_demo_prints_where_everything_is(demo):
+    api, output = demo
+    text = "".join(output)
+    assert f"collector and SQL API on {api}" in text
+    assert "shop API: http://127.0.0.1:" in text
 
 
 def test_every_orphan_reason_appears(demo):
-    db, _result, _ = demo
-    reasons = {row["reason"] for row in sql(db, "select distinct reason from orphans_after(0)")}
-    reasons |= {row["reason"] for row in sql(db, "select distinct reason from alerts")}
+    api, _output = demo
+    reasons = {row["reason"] for row in sql(api, "select distinct reason from orphans_after(0)")}
+    reasons |= {row["reason"] for row in sql(api, "select distinct reason from alerts")}
     assert reasons >= ALL_REASONS, ALL_REASONS - reasons
 
 
 def test_alerts_fire_once_per_event_for_each_reason_the_rules_select(demo):
-    db, _result, _ = demo
-    (row,) = sql(db, "select count(*) as n from alerts where resolved_at is null")
+    api, _output = demo
+    (row,) = sql(api, "select count(*) as n from alerts where resolved_at is null")
     assert row["n"] > 0
-    (row,) = sql(db, "select count(*) as n, count(distinct (rule, event_id)) as distinct_n from alerts")
+    (row,) = sql(api, "select count(*) as n, count(distinct (rule, event_id)) as distinct_n from alerts")
     assert row["n"] == row["distinct_n"]
-    reasons = {r["reason"] for r in sql(db, "select distinct reason from alerts")}
+    reasons = {r["reason"] for r in sql(api, "select distinct reason from alerts")}
     # the demo's rules (demo/eventscope.toml) select these, and the shop produces each of them
     assert reasons >= {"unroutable", "dead_lettered", "expired", "failed", "unacked", "missing_consumer"}
 
 
 def test_sagas_complete_compensate_and_get_stuck(demo):
-    db, _result, _ = demo
+    api, _output = demo
     flows = sql(
-        db,
+        api,
         """
         select correlation_id,
                bool_or(event_type = 'checkout.confirmed') as confirmed,
@@ -114,9 +132,9 @@ def test_sagas_complete_compensate_and_get_stuck(demo):
 
 
 def test_the_outbox_hop_keeps_the_chain(demo):
-    db, _result, _ = demo
+    api, _output = demo
     rows = sql(
-        db,
+        api,
         """
         select count(*) as orders,
                count(*) filter (where s.name = 'POST /orders' and s.trace_id = e.trace_id) as joined
@@ -130,11 +148,11 @@ def test_the_outbox_hop_keeps_the_chain(demo):
 
 
 def test_competing_consumers_share_the_load(demo):
-    db, _result, _ = demo
+    api, _output = demo
     shares = {
         row["consumer_service"]: row["n"]
         for row in sql(
-            db,
+            api,
             "select consumer_service, count(*) as n from deliveries "
             "where queue = 'demo.payments' and consumer_service is not null group by 1",
         )
@@ -144,8 +162,8 @@ def test_competing_consumers_share_the_load(demo):
 
 
 def test_every_service_produced_or_consumed(demo):
-    db, _result, _ = demo
-    producers = {row["p"] for row in sql(db, "select distinct producer_service as p from events")}
+    api, _output = demo
+    producers = {row["p"] for row in sql(api, "select distinct producer_service as p from events")}
     assert producers >= {
         "gateway",
         "customers",
@@ -155,5 +173,5 @@ def test_every_service_produced_or_consumed(demo):
         "inventory",
         "shipping",
     }
-    consumers = {row["c"] for row in sql(db, "select distinct consumer_service as c from deliveries")}
+    consumers = {row["c"] for row in sql(api, "select distinct consumer_service as c from deliveries")}
     assert consumers >= {"auditor", "fraud", "notifications", "shipping", "inventory", "checkout"}
