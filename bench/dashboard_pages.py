@@ -23,6 +23,7 @@ import datetime as dt
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
-_DEFAULT_DB = "/tmp/eventscope-bench-1m.duckdb"
+_DEFAULT_DB = str(Path(tempfile.gettempdir()) / "eventscope-bench-1m.duckdb")
 _CHUNK_FLOWS = 50_000
 _TS = pa.timestamp("us", tz="UTC")
 

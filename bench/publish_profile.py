@@ -23,6 +23,7 @@ import pstats
 import sys
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import configs
@@ -134,8 +135,11 @@ def _top(stats: pstats.Stats, messages: int) -> list[dict]:
     return out
 
 
+_REPO = str(Path(__file__).resolve().parents[1]) + "/"
+
+
 def _short(filename: str) -> str:
-    for marker in ("site-packages/", "/work/main/"):
+    for marker in ("site-packages/", _REPO):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
