@@ -1,9 +1,9 @@
--- The delivery state of some events, recomputed by the writer (store.py, _refresh_state) for
--- every event a batch touches and stored in delivery_state: one row per (event, expected
--- queue) whose fate is not (yet) fine. It is orphans_after (views.sql) with every step that
--- depends on the clock or on the management poller left to query time (maintained_orphans):
--- `since` is the time the grace runs from (NULL: no grace, e.g. unroutable), and 'undelivered'
--- becomes 'expired' or 'unconsumed' by the queue's TTL then. Keep the two in step.
+-- The orphan rules, once (docs/sql.md, "Orphans"; views.sql turns states into reasons): one
+-- row per (event, expected queue) whose fate is not (yet) fine. The store creates the view
+-- delivery_fates from this file over every event, and the writer (store.py, _refresh_state)
+-- stores it in delivery_state for every event a batch touches. `since` is the time the grace
+-- runs from (NULL: no grace, e.g. unroutable); 'undelivered' becomes 'expired' or
+-- 'unconsumed' at query time, by the queue's TTL.
 --
 -- {scope} restricts every scan to the events concerned: `event_id IN (SELECT event_id FROM
 -- _eventscope_touched) AND event_id BETWEEN $lo AND $hi` (the range lets DuckDB skip row

@@ -991,32 +991,29 @@ ORDER BY a.fired_at DESC, a.alert_id
 LIMIT $limit
 """
 
-# The orphan reasons of a few candidate events (``_eventscope_alert_ids``), as the orphans
-# view decides them with a grace of 0 (views.sql, orphans_after: keep the two in step), plus
-# 'poison' (an attempt count or dead-letter count past $limit while not yet acked). Every
-# scan is restricted to the candidates; the redundant range $lo..$hi (their smallest and
-# largest id) lets DuckDB skip whole row groups by their min/max when ids grow with time, as
-# the adapter's UUIDv7 do: the cost then follows the candidates, not the table.
+# The orphan reasons of a few candidate events (``_eventscope_alert_ids``) with a grace of 0,
+# read from delivery_state (which the writer has brought up to date in the transaction of the
+# batch that woke the engine; the reasons as views.sql's _orphans_from turns states into
+# them), plus 'poison' (an attempt count or dead-letter count past $limit while not yet
+# acked). Every scan is restricted to the candidates; the redundant range $lo..$hi (their
+# smallest and largest id) lets DuckDB skip whole row groups by their min/max when ids grow
+# with time, as the adapter's UUIDv7 do: the cost then follows the candidates, not the table.
 _ALERT_ORPHANS = """
 WITH
     ids AS (SELECT DISTINCT event_id FROM _eventscope_alert_ids),
-    ev AS (
-        SELECT * FROM events
-        WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM ids)
-    ),
     dels AS (
         SELECT * FROM deliveries
         WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM ids)
     ),
     deaths AS (
-        SELECT event_id, queue, max(observed_at) AS observed_at, max(count) AS deaths
+        SELECT event_id, queue, max(count) AS deaths
         FROM dead_letters
         WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM ids)
         GROUP BY event_id, queue
     ),
     attempts AS (SELECT event_id, queue, count(*) AS attempts FROM dels GROUP BY event_id, queue),
     latest AS (
-        SELECT event_id, queue, outcome, received_at, trace_id IS NOT NULL AS traced
+        SELECT event_id, queue, outcome
         FROM dels
         QUALIFY row_number() OVER (
             PARTITION BY event_id, queue ORDER BY received_at DESC, span_id DESC NULLS LAST
@@ -1025,48 +1022,16 @@ WITH
     ttls AS (
         SELECT name AS queue, min(message_ttl_ms) AS ttl_ms
         FROM queues WHERE message_ttl_ms IS NOT NULL GROUP BY name
-    ),
-    unrouted AS (
-        SELECT e.event_id, e.published_at,
-               CASE WHEN e.exchange IN ('', 'amq.default') THEN e.routing_key END AS queue
-        FROM ev e
-        WHERE e.routed_queues IS NULL AND NOT EXISTS (SELECT 1 FROM dels d WHERE d.event_id = e.event_id)
-    ),
-    undelivered AS (
-        SELECT e.event_id, q.queue, e.published_at
-        FROM ev e, unnest(e.routed_queues) AS q(queue)
-        WHERE NOT EXISTS (SELECT 1 FROM dels d WHERE d.event_id = e.event_id AND d.queue = q.queue)
-        UNION ALL
-        SELECT u.event_id, u.queue, u.published_at
-        FROM unrouted u
-        WHERE NOT EXISTS (SELECT 1 FROM deaths dl WHERE dl.event_id = u.event_id)
     )
-SELECT event_id, NULL::VARCHAR AS queue, 'unroutable' AS reason
-FROM ev WHERE routed_queues IS NOT NULL AND len(routed_queues) = 0
-UNION ALL
-SELECT x.event_id, x.queue,
+SELECT s.event_id, s.queue,
        CASE
-           WHEN dl.event_id IS NOT NULL THEN 'dead_lettered'
-           WHEN t.ttl_ms IS NOT NULL AND x.published_at + to_milliseconds(t.ttl_ms) < now() THEN 'expired'
+           WHEN s.state <> 'undelivered' THEN s.state
+           WHEN t.ttl_ms IS NOT NULL AND s.published_at + to_milliseconds(t.ttl_ms) < now() THEN 'expired'
            ELSE 'unconsumed'
-       END
-FROM undelivered x
-LEFT JOIN deaths dl ON dl.event_id = x.event_id AND dl.queue = x.queue
-LEFT JOIN ttls t ON t.queue = x.queue
-UNION ALL
-SELECT u.event_id, dl.queue, 'dead_lettered'
-FROM unrouted u JOIN deaths dl ON dl.event_id = u.event_id
-UNION ALL
-SELECT l.event_id, l.queue,
-       CASE
-           WHEN dl.observed_at >= l.received_at THEN 'dead_lettered'
-           WHEN l.outcome IS NULL THEN 'unacked'
-           WHEN l.outcome = 'requeue' THEN 'unconsumed'
-           ELSE 'failed'
-       END
-FROM latest l
-LEFT JOIN deaths dl ON dl.event_id = l.event_id AND dl.queue = l.queue
-WHERE dl.observed_at >= l.received_at OR l.outcome <> 'ack' OR (l.outcome IS NULL AND l.traced)
+       END AS reason
+FROM delivery_state s
+LEFT JOIN ttls t ON t.queue = s.queue
+WHERE s.event_id BETWEEN $lo AND $hi AND s.event_id IN (SELECT event_id FROM ids)
 UNION ALL
 SELECT l.event_id, l.queue, 'poison'
 FROM latest l

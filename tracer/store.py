@@ -324,6 +324,9 @@ class Store:
             raise
         try:
             applied = _migrate(connection)
+            connection.execute(
+                "CREATE OR REPLACE VIEW delivery_fates AS " + _read_state_sql().replace("{scope}", "true")
+            )
             connection.execute(_read_sql(_VIEWS))
             if _STATE_VERSION in applied:
                 _rebuild_state(connection)
@@ -703,7 +706,7 @@ def _read_state_sql() -> str:
 def _rebuild_state(connection: duckdb.DuckDBPyConnection) -> None:
     """Derive delivery_state for every event (after the migration that adds it, after retention)."""
     connection.execute("DELETE FROM delivery_state")
-    connection.execute("INSERT INTO delivery_state " + _read_state_sql().replace("{scope}", "true"))
+    connection.execute("INSERT INTO delivery_state SELECT * FROM delivery_fates")
 
 
 def _migrate(connection: duckdb.DuckDBPyConnection) -> list[int]:

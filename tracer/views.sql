@@ -15,99 +15,14 @@
 -- 'unacked', error/nack/reject → 'failed', requeued and never delivered again → 'unconsumed',
 -- ack → fine. An attempt only the firehose saw (no consumer span) has an unknown settle: it
 -- counts as consumed, never as an orphan. Dead-letter times are the collector's (observed_at).
-CREATE OR REPLACE MACRO orphans_after(grace_s) AS TABLE
-WITH
-    cutoff AS (
-        SELECT now() - to_microseconds(CAST(CAST(grace_s AS DOUBLE) * 1000000 AS BIGINT)) AS at
-    ),
-    latest AS (
-        SELECT d.event_id, d.queue, d.outcome, d.received_at, d.settled_at, d.trace_id IS NOT NULL AS traced
-        FROM deliveries d
-        WHERE d.event_id IS NOT NULL
-        QUALIFY row_number() OVER (
-            PARTITION BY d.event_id, d.queue ORDER BY d.received_at DESC, d.span_id DESC NULLS LAST
-        ) = 1
-    ),
-    deaths AS (
-        SELECT event_id, queue, max(observed_at) AS observed_at
-        FROM dead_letters
-        GROUP BY event_id, queue
-    ),
-    ttls AS (
-        SELECT name AS queue, min(message_ttl_ms) AS ttl_ms
-        FROM queues
-        WHERE message_ttl_ms IS NOT NULL
-        GROUP BY name
-    ),
-    unrouted AS (
-        -- spans only, nobody received it: the one queue we can name, if any
-        SELECT e.event_id, e.published_at,
-               CASE WHEN e.exchange IN ('', 'amq.default') THEN e.routing_key END AS queue
-        FROM events e
-        WHERE e.routed_queues IS NULL
-          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id)
-    ),
-    undelivered AS (
-        SELECT e.event_id, q.queue, e.published_at
-        FROM events e, unnest(e.routed_queues) AS q(queue)
-        WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.queue = q.queue)
-        UNION ALL
-        SELECT u.event_id, u.queue, u.published_at
-        FROM unrouted u
-        WHERE NOT EXISTS (SELECT 1 FROM dead_letters dl WHERE dl.event_id = u.event_id)
-    ),
-    found AS (
-        SELECT e.event_id, NULL::VARCHAR AS queue, 'unroutable' AS reason
-        FROM events e
-        WHERE e.routed_queues IS NOT NULL AND len(e.routed_queues) = 0
-        UNION ALL
-        SELECT x.event_id, x.queue,
-               CASE
-                   WHEN dl.event_id IS NOT NULL THEN 'dead_lettered'
-                   WHEN t.ttl_ms IS NOT NULL
-                        AND x.published_at + to_milliseconds(t.ttl_ms) < cutoff.at THEN 'expired'
-                   ELSE 'unconsumed'
-               END AS reason
-        FROM undelivered x
-        CROSS JOIN cutoff
-        LEFT JOIN deaths dl ON dl.event_id = x.event_id AND dl.queue = x.queue
-        LEFT JOIN ttls t ON t.queue = x.queue
-        WHERE x.published_at < cutoff.at
-        UNION ALL
-        -- spans only, nobody received it, but it died somewhere: the queue is known after all
-        SELECT u.event_id, dl.queue, 'dead_lettered' AS reason
-        FROM unrouted u
-        CROSS JOIN cutoff
-        JOIN deaths dl ON dl.event_id = u.event_id
-        WHERE u.published_at < cutoff.at
-        UNION ALL
-        SELECT l.event_id, l.queue,
-               CASE
-                   WHEN dl.observed_at >= l.received_at THEN 'dead_lettered'
-                   WHEN l.outcome IS NULL THEN 'unacked'
-                   WHEN l.outcome = 'requeue' THEN 'unconsumed'
-                   ELSE 'failed'
-               END AS reason
-        FROM latest l
-        CROSS JOIN cutoff
-        LEFT JOIN deaths dl ON dl.event_id = l.event_id AND dl.queue = l.queue
-        WHERE coalesce(l.settled_at, l.received_at) < cutoff.at
-          AND (
-              dl.observed_at >= l.received_at
-              OR l.outcome <> 'ack'
-              OR (l.outcome IS NULL AND l.traced)
-          )
-    )
-SELECT e.event_id, e.event_type, e.exchange, e.routing_key, f.queue, f.reason, e.published_at,
-       date_diff('millisecond', e.published_at, now()) / 1000.0 AS age_s
-FROM found f
-JOIN events e USING (event_id)
-ORDER BY e.published_at, e.event_id, f.queue;
-
--- orphans_after(grace_s) read from delivery_state, which the collector's writer keeps up to
--- date with every batch (schema_v4_perf.sql, delivery_state.sql): the same rows and order for
--- what the collector wrote, without re-deriving every event's fate on each query.
-CREATE OR REPLACE MACRO maintained_orphans(grace_s) AS TABLE
+-- The rules are written once, in delivery_state.sql: the store creates the view
+-- delivery_fates from it over every event, and the writer stores the same derivation for the
+-- events each batch touches in the table delivery_state. Both hold one row per (event,
+-- expected queue) whose fate is not (yet) fine, with the steps that depend on the clock or on
+-- the management poller left to query time, here: `since` is when the grace starts (NULL: no
+-- grace, e.g. unroutable) and 'undelivered' becomes 'expired' (the queue's TTL ran out) or
+-- 'unconsumed'.
+CREATE OR REPLACE MACRO _orphans_from(source, grace_s) AS TABLE
 WITH
     cutoff AS (
         SELECT now() - to_microseconds(CAST(CAST(grace_s AS DOUBLE) * 1000000 AS BIGINT)) AS at
@@ -126,11 +41,21 @@ SELECT s.event_id, s.event_type, s.exchange, s.routing_key, s.queue,
        END AS reason,
        s.published_at,
        date_diff('millisecond', s.published_at, now()) / 1000.0 AS age_s
-FROM delivery_state s
+FROM query_table(source) s
 CROSS JOIN cutoff
 LEFT JOIN ttls t ON t.queue = s.queue
 WHERE s.since IS NULL OR s.since < cutoff.at
 ORDER BY s.published_at, s.event_id, s.queue;
+
+-- Everything derived from the tables on each call (e.g. after editing them by hand).
+CREATE OR REPLACE MACRO orphans_after(grace_s) AS TABLE
+SELECT * FROM _orphans_from('delivery_fates', grace_s);
+
+-- The same from delivery_state, which the collector's writer keeps up to date with every
+-- batch: the same rows and order for what the collector wrote, without re-deriving every
+-- event's fate on each query.
+CREATE OR REPLACE MACRO maintained_orphans(grace_s) AS TABLE
+SELECT * FROM _orphans_from('delivery_state', grace_s);
 
 -- The orphans with the grace the collector was started with (collector_settings.grace_s, default 30 s),
 -- from the maintained delivery state.
