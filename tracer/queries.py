@@ -438,13 +438,15 @@ ORDER BY p.published_at DESC, p.event_id
 _EVENTS_COUNT = f"SELECT count(*) AS n {_EVENT_FILTER}"
 
 _UPSTREAM = """
-WITH RECURSIVE walk(event_id, depth, effect_event_id) AS (
-    SELECT CAST($event_id AS VARCHAR), 0, NULL::VARCHAR
-    UNION
-    SELECT ce.cause_event_id, walk.depth + 1, ce.effect_event_id
-    FROM walk JOIN causal_edges ce ON ce.effect_event_id = walk.event_id
-    WHERE walk.depth < 256 AND ce.cause_event_id <> CAST($event_id AS VARCHAR)
-)
+WITH RECURSIVE
+    edges AS MATERIALIZED (SELECT cause_event_id, effect_event_id FROM flow_edges($event_id, 'effect')),
+    walk(event_id, depth, effect_event_id) AS (
+        SELECT CAST($event_id AS VARCHAR), 0, NULL::VARCHAR
+        UNION
+        SELECT ce.cause_event_id, walk.depth + 1, ce.effect_event_id
+        FROM walk JOIN edges ce ON ce.effect_event_id = walk.event_id
+        WHERE walk.depth < 256 AND ce.cause_event_id <> CAST($event_id AS VARCHAR)
+    )
 SELECT w.event_id, min(w.depth) AS depth, arg_min(w.effect_event_id, w.depth) AS effect_event_id,
        any_value(e.event_type) AS event_type, any_value(e.producer_service) AS producer_service,
        any_value(e.published_at) AS published_at

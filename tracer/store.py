@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from eventscope.tracer import flows
 from eventscope.tracer.broker import BrokerBatch, Topology
 from eventscope.tracer.lineage import Lineage, Resolution
 from eventscope.tracer.normaliser import Normalised, SpanNode
@@ -41,7 +42,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -50,10 +51,12 @@ _MIGRATIONS = {
     2: "schema_v2.sql",
     3: "schema_v3_alerts.sql",
     4: "schema_v4_perf.sql",
+    5: "schema_v5_flows.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
 _STATE_VERSION = 4  # the migration that adds delivery_state: fill it for the rows already there
+_FLOWS_VERSION = 5  # the migration that adds causal_edges.flow_id: fill it for the edges already there
 _KIND_CODES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 _SANDBOX = {
     "enable_external_access": False,
@@ -178,7 +181,6 @@ _TOPOLOGY = (
     ("exchanges", _EXCHANGES, ("vhost", "name")),
     ("bindings", _BINDINGS, ("vhost", "source", "destination", "destination_type", "properties_key")),
 )
-_EDGES = pa.schema([("cause_event_id", pa.string()), ("effect_event_id", pa.string()), ("via", pa.string())])
 _KEYS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string())])
 _EVENT_IDS = pa.schema([("event_id", pa.string())])
 _STATE_SCOPE = "event_id IN (SELECT event_id FROM _eventscope_touched) AND event_id BETWEEN $lo AND $hi"
@@ -330,6 +332,8 @@ class Store:
             connection.execute(_read_sql(_VIEWS))
             if _STATE_VERSION in applied:
                 _rebuild_state(connection)
+            if _FLOWS_VERSION in applied:
+                flows.rebuild(connection)
             connection.execute(
                 "INSERT OR REPLACE INTO collector_settings VALUES ('grace_s', ?)", [repr(float(grace_s))]
             )
@@ -569,15 +573,7 @@ class Store:
         """Write what lineage resolved; returns the event ids whose deliveries changed."""
         con = self._connection
         changed = set(resolution.delivery_events.values())
-        if resolution.edges:
-            edges = pa.Table.from_pylist(
-                [
-                    {"cause_event_id": cause, "effect_event_id": effect, "via": via}
-                    for cause, effect, via in sorted(resolution.edges)
-                ],
-                schema=_EDGES,
-            )
-            self._insert_arrow("causal_edges", edges)
+        flows.write_edges(con, resolution.edges)
         if resolution.delivery_events:
             updates = pa.table(
                 {

@@ -65,17 +65,36 @@ FROM maintained_orphans(coalesce(
     (SELECT TRY_CAST(value AS DOUBLE) FROM collector_settings WHERE name = 'grace_s'), 30.0
 ));
 
+-- The edges of an event's flow (tracer/flows.py): connected edges carry the same flow_id, so a
+-- walk from the event never leaves them. The row groups of other flows are skipped by their
+-- min/max, so a walk costs the size of its flow, not of causal_edges. `direction` says which
+-- side of an edge the event is looked up on: 'cause' (downstream walks) or 'effect'
+-- (upstream). Edges without a flow_id (inserted by hand) are always included.
+CREATE OR REPLACE MACRO flow_edges(event_id, direction) AS TABLE
+WITH flow AS (
+    SELECT max(flow_id) AS flow_id
+    FROM causal_edges
+    WHERE (direction = 'cause' AND cause_event_id = CAST(event_id AS VARCHAR))
+       OR (direction = 'effect' AND effect_event_id = CAST(event_id AS VARCHAR))
+)
+SELECT ce.cause_event_id, ce.effect_event_id, ce.via
+FROM causal_edges ce JOIN flow ON ce.flow_id = flow.flow_id
+UNION ALL
+SELECT cause_event_id, effect_event_id, via FROM causal_edges WHERE flow_id IS NULL;
+
 -- The event itself (depth 0) and every event downstream of it, over causal_edges (which cross
 -- traces). Each event appears once, at its smallest depth; cycles stop at depth 256.
 CREATE OR REPLACE MACRO chain(root_event_id) AS TABLE
-WITH RECURSIVE walk(event_id, depth, cause_event_id) AS (
-    SELECT CAST(root_event_id AS VARCHAR), 0, NULL::VARCHAR
-    UNION
-    SELECT ce.effect_event_id, walk.depth + 1, ce.cause_event_id
-    FROM walk
-    JOIN causal_edges ce ON ce.cause_event_id = walk.event_id
-    WHERE walk.depth < 256 AND ce.effect_event_id <> CAST(root_event_id AS VARCHAR)
-)
+WITH RECURSIVE
+    edges AS MATERIALIZED (SELECT cause_event_id, effect_event_id FROM flow_edges(root_event_id, 'cause')),
+    walk(event_id, depth, cause_event_id) AS (
+        SELECT CAST(root_event_id AS VARCHAR), 0, NULL::VARCHAR
+        UNION
+        SELECT ce.effect_event_id, walk.depth + 1, ce.cause_event_id
+        FROM walk
+        JOIN edges ce ON ce.cause_event_id = walk.event_id
+        WHERE walk.depth < 256 AND ce.effect_event_id <> CAST(root_event_id AS VARCHAR)
+    )
 SELECT event_id, min(depth) AS depth, arg_min(cause_event_id, depth) AS cause_event_id
 FROM walk
 GROUP BY event_id
