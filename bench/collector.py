@@ -122,6 +122,7 @@ class Dataset:
         """The depth-50 chain and the 1,000-node fan-out (all consumed)."""
         out = Normalised()
         ids = [self.depth_root] + [_uuid7(self.t0_us // 1000, 0xD0000000 + i) for i in range(1, 51)]
+        self.depth_leaf = ids[-1]
         for i, event_id in enumerate(ids):
             self._event(out, event_id, self.t0_us + i, ids[i - 1] if i else None, routed=True, fate="ok")
         self._event(out, self.fan_root, self.t0_us, None, routed=True, fate="ok")
@@ -282,6 +283,19 @@ def build(path: Path, events: int) -> tuple[dict[str, float], Dataset]:
 
 
 # -- (b) queries ----------------------------------------------------------------------------------
+_FULL_WALK = """
+WITH RECURSIVE walk(event_id, depth, cause_event_id) AS (
+    SELECT CAST(? AS VARCHAR), 0, NULL::VARCHAR
+    UNION
+    SELECT ce.effect_event_id, walk.depth + 1, ce.cause_event_id
+    FROM walk JOIN causal_edges ce ON ce.cause_event_id = walk.event_id
+    WHERE walk.depth < 256
+)
+SELECT event_id, min(depth) AS depth, arg_min(cause_event_id, depth) AS cause_event_id
+FROM walk GROUP BY event_id ORDER BY depth, event_id
+"""
+
+
 def _timed(
     connection: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, repeat: int = 5
 ) -> tuple[float, int]:
@@ -319,6 +333,21 @@ def time_queries(path: Path, data: Dataset, repeat: int) -> dict[str, float]:
         out["chain_fanout1000_ms"], out["chain_fanout1000_rows"] = _timed(
             reader, "SELECT * FROM chain(?)", [data.fan_root], repeat=repeat
         )
+        # the walk over every edge that chain() was before flow ids (schema v5): the baseline
+        out["chain_full_walk_ms"], _ = _timed(reader, _FULL_WALK, [data.fan_root], repeat=repeat)
+        middle = (data.n // 2) // 5 * 5  # the first event of a flow of 5 in the middle of the table
+        out["chain_flow_of_5_ms"], out["chain_flow_of_5_rows"] = _timed(
+            reader,
+            "SELECT * FROM chain(?)",
+            [_uuid7(int(data.t0_us + middle * data.step_us) // 1000, middle)],
+            repeat=repeat,
+        )
+        t = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            found_upstream = queries.upstream(reader, data.depth_leaf)
+            t.append((time.perf_counter() - t0) * 1000)
+        out["upstream_depth50_ms"], out["upstream_depth50_rows"] = statistics.median(t), len(found_upstream)
         probe = _uuid7(int(data.t0_us + (data.n // 2) * data.step_us) // 1000, data.n // 2)
         t = []
         for _ in range(repeat):
@@ -584,7 +613,14 @@ def main() -> None:
     ]:
         if key in figures:
             print(f"  {label:<52} {figures[key]:>10{unit}}  {_verdict(key, figures[key])}")
-    for key in ("orphan_counts_ms", "api_orphans_1000_ms", "event_lookup_ms"):
+    for key in (
+        "chain_full_walk_ms",
+        "chain_flow_of_5_ms",
+        "upstream_depth50_ms",
+        "orphan_counts_ms",
+        "api_orphans_1000_ms",
+        "event_lookup_ms",
+    ):
         print(f"  {key:<52} {figures[key]:>10.1f}")
     print(
         "  bytes by table: "

@@ -57,6 +57,10 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -79,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "collect",
         help="run the collector: OTLP/HTTP in, DuckDB store, read API",
         description=(
-            "Receive OTLP/HTTP spans on /v1/traces, store events, deliveries and causal edges in a "
+            "Receive OTLP/HTTP spans on /v1/traces (and OTLP/gRPC with --grpc), store events, "
+            "deliveries and causal edges in a "
             "DuckDB file (this process is its only writer), serve /api/sql, /api/orphans, "
             "/api/events/ID, /api/chain/ID, /healthz and /metrics. SIGTERM/SIGINT flush, close and "
             "exit 0."
@@ -94,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_listen(_DEFAULT_LISTEN),
         metavar="HOST:PORT",
         help=f"HTTP listener (default {_DEFAULT_LISTEN})",
+    )
+    collect.add_argument(
+        "--grpc",
+        type=_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="also receive OTLP/gRPC here, e.g. 127.0.0.1:4317 (default: off)",
     )
     collect.add_argument(
         "--grace",
@@ -324,6 +336,7 @@ def _collect(args: argparse.Namespace) -> int:
         retention_s=args.retention,
         max_body=args.max_body,
         token=args.token or None,
+        grpc_listen=_address(*args.grpc) if args.grpc else None,
         amqp_url=args.amqp_url or None,
         firehose=args.firehose,
         trace_on=args.trace_on,
@@ -338,7 +351,7 @@ def _collect(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: None)
     try:
         serve(config, host=host, port=port, log_level=args.log_level)
-    except (StoreLocked, ValueError) as exc:
+    except (StoreLocked, ValueError, OSError) as exc:
         print(f"eventscope collect: {exc}", file=sys.stderr)
         return 1
     logger.info("collector stopped; %s closed", args.db)

@@ -34,11 +34,12 @@ import inspect
 import json
 import logging
 import socket
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import uvicorn
@@ -56,6 +57,9 @@ from eventscope.tracer.receivers import BrokerReceivers
 from eventscope.tracer.rules import AlertsConfig
 from eventscope.tracer.store import Store
 from eventscope.tracer.writer import DROP_POLICY, WriteQueueFull, Writer
+
+if TYPE_CHECKING:
+    from eventscope.tracer.otlp_grpc import GrpcReceiver
 
 __all__ = ["Collector", "CollectorConfig", "create_app", "serve"]
 
@@ -88,6 +92,7 @@ class CollectorConfig:
     memory_limit: str = "1GB"
     threads: int | None = None
     token: str | None = None  # bearer token required on every route but /healthz
+    grpc_listen: str | None = None  # "HOST:PORT" for the OTLP/gRPC receiver (off when None)
     amqp_url: str | None = None  # broker taps (firehose, dead-letter tap) connect here
     firehose: bool = False
     trace_on: bool = True  # run `rabbitmqctl trace_on` for the vhost (local broker only)
@@ -123,6 +128,8 @@ class Collector:
         self.alerts: AlertEngine | None = None
         self.counters: Counter[str] = Counter()
         self.responses: Counter[int] = Counter()
+        self.grpc: GrpcReceiver | None = None
+        self._count_lock = threading.Lock()
         self._sql_limiter: anyio.CapacityLimiter | None = None
 
     @classmethod
@@ -156,12 +163,22 @@ class Collector:
             raise
         collector = cls(config, store, writer, receivers)
         collector.alerts = engine
+        if config.grpc_listen is not None:
+            try:
+                from eventscope.tracer.otlp_grpc import GrpcReceiver  # grpcio only when asked for
+
+                collector.grpc = GrpcReceiver(collector, config.grpc_listen).start()
+            except BaseException:
+                collector.close()
+                raise
         return collector
 
     def close(self) -> None:
         """Stop the broker receivers (they flush), write what is queued, then checkpoint and
         close the store; idempotent.
         """
+        if self.grpc is not None:  # calls in flight still get their commit
+            self.grpc.stop()
         if self.receivers is not None:
             self.receivers.stop()
         if self.alerts is not None:  # its last delivery outcomes go through the writer
@@ -174,6 +191,17 @@ class Collector:
         if self._sql_limiter is None:  # created inside the event loop
             self._sql_limiter = anyio.CapacityLimiter(self.config.sql_concurrency)
         return self._sql_limiter
+
+    def count_received(self, batch: Normalised) -> None:
+        """Count a decoded request's spans (OTLP/HTTP and OTLP/gRPC handlers, any thread)."""
+        with self._count_lock:
+            self.counters["spans_received"] += batch.accepted + batch.rejected
+            self.counters["spans_rejected"] += batch.rejected
+
+    def count_accepted(self, batch: Normalised) -> None:
+        """Count a request's spans once they are committed."""
+        with self._count_lock:
+            self.counters["spans_accepted"] += batch.accepted
 
     def decode(self, body: bytes, encoding: str | None, media: str) -> Normalised:
         """Body → rows; raises the :mod:`otlp` errors. Runs in a worker thread."""
@@ -212,6 +240,8 @@ class Collector:
                 [(f'{{code="{code}"}}', n) for code, n in sorted(self.responses.items())],
             ),
         ]
+        if self.grpc is not None:
+            families += self.grpc.metric_families()
         if self.receivers is not None:
             families += self.receivers.metric_families()
         if self.alerts is not None:
@@ -275,8 +305,7 @@ async def _export(collector: Collector, request: Request) -> Response:
         return _status(media, 413, otlp.CODE_RESOURCE_EXHAUSTED, str(exc))
     except otlp.DecodeError as exc:
         return _status(media, 400, otlp.CODE_INVALID_ARGUMENT, str(exc))
-    collector.counters["spans_received"] += batch.accepted + batch.rejected
-    collector.counters["spans_rejected"] += batch.rejected
+    collector.count_received(batch)
     if batch.accepted:
         try:
             future = collector.writer.submit(batch)
@@ -288,7 +317,7 @@ async def _export(collector: Collector, request: Request) -> Response:
         except Exception:
             logger.exception("a batch could not be stored")
             return _status(media, 500, otlp.CODE_UNAVAILABLE, "the batch could not be stored")
-        collector.counters["spans_accepted"] += batch.accepted
+        collector.count_accepted(batch)
     body = otlp.encode_response(media, rejected_spans=batch.rejected, error_message=batch.error_message())
     return Response(body, status_code=200, media_type=media)
 
