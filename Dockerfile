@@ -12,6 +12,6 @@ RUN pip install ".[collector,dashboard]" && useradd --create-home --uid 10001 ev
     && mkdir /data && chown eventscope /data
 USER eventscope
 VOLUME ["/data"]
-EXPOSE 4318 8501
+EXPOSE 4317 4318 8501
 ENTRYPOINT ["eventscope"]
 CMD ["--help"]
