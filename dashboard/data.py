@@ -112,6 +112,15 @@ def frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.Da
     return data
 
 
+def payload_filter_problem(text: str) -> str | None:
+    """Why ``text`` is not a payload filter (``field=value``), or None when it is one or empty."""
+    try:
+        queries.payload_filter(text)
+    except queries.SqlRejected as exc:
+        return str(exc)
+    return None
+
+
 def is_live() -> bool:
     """True against a running collector (data changes), False on a database file."""
     db, _, _ = _spec()

@@ -241,7 +241,7 @@ def _collector_command(
         was_on = firehose.tracing_enabled(vhost)
         enabled, message = (True, "") if was_on else firehose.enable_tracing(vhost)
         if enabled:
-            command += ["--amqp-url", args.amqp_url, "--firehose", "--no-trace-on"]
+            command += ["--amqp-url", args.amqp_url, "--firehose", "--no-trace-on", "--capture-payloads"]
             if was_on is False:
 
                 def restore() -> None:

@@ -200,11 +200,13 @@ class BrokerBatch:
     edges: list[tuple[str, str, str]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     topology: Topology | None = None
+    payloads: list[dict[str, Any]] = field(default_factory=list)  # with payload capture on
 
     @property
     def accepted(self) -> int:
         """Rows in the batch (the writer's group-commit measure)."""
-        return len(self.events) + len(self.deliveries) + len(self.dead_letters) + (self.topology is not None)
+        rows = len(self.events) + len(self.deliveries) + len(self.dead_letters) + len(self.payloads)
+        return rows + (self.topology is not None)
 
 
 def _death_rows(
@@ -258,6 +260,10 @@ def normalise_firehose(records: Iterable[FirehoseRecord]) -> BrokerBatch:
                     "source": "firehose",
                 }
             )
+            if record.payload is not None:
+                out.payloads.append(
+                    {"event_id": record.event_id, "captured_at": observed_us, **record.payload}
+                )
             cause = record.causation_header
             if cause and cause != record.event_id:
                 out.edges.append((cause, record.event_id, "causation_id"))

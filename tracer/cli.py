@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventscope.tracer.attributes import ORPHAN_REASONS
+from eventscope.tracer.payloads import DEFAULT_MAX_BYTES as DEFAULT_PAYLOAD_BYTES
+from eventscope.tracer.payloads import DEFAULT_REDACT, PayloadCapture
 
 __all__ = ["main", "parse_bytes", "parse_duration"]
 
@@ -185,6 +187,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often the management API is polled (default 5)",
     )
+    broker.add_argument(
+        "--capture-payloads",
+        action="store_true",
+        help="keep each published body in the payloads table, redacted and capped (needs --firehose; "
+        "off by default: bodies may hold personal data)",
+    )
+    broker.add_argument(
+        "--payload-max-bytes",
+        type=parse_bytes,
+        default=DEFAULT_PAYLOAD_BYTES,
+        metavar="BYTES",
+        help=f"keep at most this much of each body (default {DEFAULT_PAYLOAD_BYTES})",
+    )
+    broker.add_argument(
+        "--redact",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="a JSON field whose values are never stored (repeatable; added to "
+        + ", ".join(sorted(DEFAULT_REDACT))
+        + ")",
+    )
 
     sql = commands.add_parser(
         "sql",
@@ -321,6 +345,12 @@ def _collect(args: argparse.Namespace) -> int:
     if (args.firehose or args.dlx) and not args.amqp_url:
         print("eventscope collect: --firehose and --dlx need --amqp-url", file=sys.stderr)
         return 2
+    if args.capture_payloads and not args.firehose:
+        print(
+            "eventscope collect: --capture-payloads reads bodies from the firehose: add --firehose",
+            file=sys.stderr,
+        )
+        return 2
     alerts = None
     if args.config:
         from eventscope.tracer.rules import ConfigError, load
@@ -337,6 +367,9 @@ def _collect(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         token=args.token or None,
         grpc_listen=_address(*args.grpc) if args.grpc else None,
+        capture=PayloadCapture.with_fields(args.redact, max_bytes=args.payload_max_bytes)
+        if args.capture_payloads
+        else None,
         amqp_url=args.amqp_url or None,
         firehose=args.firehose,
         trace_on=args.trace_on,

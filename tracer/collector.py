@@ -53,6 +53,7 @@ from eventscope.tracer import otlp, queries
 from eventscope.tracer.alerts import AlertEngine
 from eventscope.tracer.client import ARROW_STREAM
 from eventscope.tracer.normaliser import Normalised, normalise
+from eventscope.tracer.payloads import PayloadCapture
 from eventscope.tracer.receivers import BrokerReceivers
 from eventscope.tracer.rules import AlertsConfig
 from eventscope.tracer.store import Store
@@ -100,6 +101,7 @@ class CollectorConfig:
     management_url: str | None = None
     management_interval_s: float = 5.0
     broker_flush_s: float = 0.2  # how often the taps hand what they read to the writer
+    capture: PayloadCapture | None = None  # keep published bodies (firehose only; payloads.py)
     alerts: AlertsConfig | None = None  # validated [alerts] of eventscope.toml (rules.load)
 
     def __post_init__(self) -> None:
@@ -111,6 +113,8 @@ class CollectorConfig:
             raise ValueError("retention_s must be positive")
         if (self.firehose or self.dlx) and not self.amqp_url:
             raise ValueError("the firehose and dead-letter taps need amqp_url")
+        if self.capture is not None and not self.firehose:
+            raise ValueError("payload capture reads bodies from the firehose: it needs the firehose tap")
         if self.management_interval_s <= 0 or self.broker_flush_s <= 0:
             raise ValueError("management_interval_s and broker_flush_s must be positive")
 
@@ -154,6 +158,7 @@ class Collector:
                     management_url=config.management_url,
                     management_interval_s=config.management_interval_s,
                     flush_interval_s=config.broker_flush_s,
+                    capture=config.capture,
                 ).start()
         except BaseException:
             if engine is not None:

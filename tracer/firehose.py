@@ -27,7 +27,9 @@ from typing import Any
 
 import pika
 
+from . import payloads
 from .broker import Death, message_event_id, parse_deaths
+from .payloads import PayloadCapture
 from .propagation import CAUSATION_HEADER, CORRELATION_HEADER, TRACEPARENT_HEADER, decode_header
 from .tap import COLLECTOR_QUEUE_PREFIX, AmqpTap
 
@@ -76,6 +78,7 @@ class FirehoseRecord:
     channel: int | None
     user: str | None
     deaths: tuple[Death, ...] = ()  # x-death of a dead-lettered copy (deliver records)
+    payload: Mapping[str, Any] | None = None  # publish records, with payload capture on (payloads.py)
 
 
 def _texts(value: Any) -> tuple[str, ...]:
@@ -102,12 +105,18 @@ def _identity(routing_key: str, headers: Mapping[str, Any], body: bytes) -> str:
 
 
 def parse_record(
-    routing_key: str, headers: Any, body: bytes | None, observed_at_ns: int
+    routing_key: str,
+    headers: Any,
+    body: bytes | None,
+    observed_at_ns: int,
+    *,
+    capture: PayloadCapture | None = None,
 ) -> FirehoseRecord | None:
     """Decode one message from ``amq.rabbitmq.trace``; ``None`` if it is not a firehose record.
 
     Tolerant of what pika hands over: table values may be ``bytes`` or ``str``, lists may
-    hold either, and any field may be missing.
+    hold either, and any field may be missing. With ``capture``, a publish record keeps what
+    :func:`payloads.capture` keeps of the body (redacted, capped); the body itself is never kept.
     """
     kind, _, name = routing_key.partition(".")
     if kind not in ("publish", "deliver") or not isinstance(headers, Mapping):
@@ -143,6 +152,16 @@ def parse_record(
         channel=_int(headers.get("channel")),
         user=decode_header(headers.get("user")),
         deaths=parse_deaths(message_headers) if kind == "deliver" else (),
+        payload=(
+            payloads.capture(
+                body,
+                content_type=decode_header(properties.get("content_type")),
+                content_encoding=decode_header(properties.get("content_encoding")),
+                policy=capture,
+            )
+            if capture is not None and kind == "publish"
+            else None
+        ),
     )
 
 
@@ -224,13 +243,19 @@ class FirehoseTap(AmqpTap[FirehoseRecord]):
 
     name = "firehose"
 
+    def __init__(self, *args: Any, capture: PayloadCapture | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capture = capture
+
     def _declare(self, connection: pika.BlockingConnection, channel: Any) -> None:
         channel.queue_declare(self.queue, exclusive=True, auto_delete=True)
         channel.queue_bind(self.queue, TRACE_EXCHANGE, "publish.#")
         channel.queue_bind(self.queue, TRACE_EXCHANGE, "deliver.#")
 
     def _parse(self, method: Any, properties: Any, body: bytes, observed_at_ns: int) -> FirehoseRecord | None:
-        record = parse_record(method.routing_key, properties.headers, body, observed_at_ns)
+        record = parse_record(
+            method.routing_key, properties.headers, body, observed_at_ns, capture=self.capture
+        )
         if record is None or _is_own(record):
             return None
         return record

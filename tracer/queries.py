@@ -17,6 +17,7 @@ import datetime as dt
 import decimal
 import logging
 import math
+import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -260,6 +261,7 @@ SELECT * FROM deliveries WHERE event_id = $event_id ORDER BY received_at, queue,
 _EVENT_CAUSES = "SELECT cause_event_id, via FROM causal_edges WHERE effect_event_id = $event_id ORDER BY 1"
 _EVENT_EFFECTS = "SELECT effect_event_id, via FROM causal_edges WHERE cause_event_id = $event_id ORDER BY 1"
 _EVENT_ORPHANS = "SELECT queue, reason, age_s FROM orphans WHERE event_id = $event_id ORDER BY queue"
+_EVENT_PAYLOAD = "SELECT * EXCLUDE (event_id) FROM payloads WHERE event_id = $event_id"
 
 _CHAIN = """
 SELECT c.event_id, c.depth, c.cause_event_id, e.event_type, e.exchange, e.routing_key,
@@ -305,7 +307,9 @@ def orphan_counts(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any] | None:
-    """One event with its deliveries, causes, effects and orphan rows; None if unknown."""
+    """One event with its deliveries, causes, effects, orphan rows and captured payload (or
+    None); None if the event is unknown.
+    """
     params = {"event_id": event_id}
     found = _records(connection, _EVENT, params)
     if not found:
@@ -316,6 +320,7 @@ def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any
         "causes": _records(connection, _EVENT_CAUSES, params),
         "effects": _records(connection, _EVENT_EFFECTS, params),
         "orphans": _records(connection, _EVENT_ORPHANS, params),
+        "payload": next(iter(_records(connection, _EVENT_PAYLOAD, params)), None),
     }
 
 
@@ -416,6 +421,9 @@ WHERE ($since IS NULL OR e.published_at >= CAST($since AS TIMESTAMPTZ))
   AND ($outcome IS NULL OR EXISTS (
         SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id
           AND (d.outcome = $outcome OR ($outcome = 'unsettled' AND d.outcome IS NULL))))
+  AND ($payload_path IS NULL OR EXISTS (
+        SELECT 1 FROM payloads p WHERE p.event_id = e.event_id AND p.is_json
+          AND json_extract_string(p.body, $payload_path) = $payload_value))
 """
 
 _EVENTS_PAGE = f"""
@@ -479,6 +487,12 @@ _CHAIN_DEATHS = """
 SELECT event_id, queue, reason, count, died_at, exchange, routing_keys, dead_letter_exchange
 FROM dead_letters WHERE event_id IN (SELECT event_id FROM chain($event_id))
 ORDER BY event_id, died_at, queue
+"""
+
+_CHAIN_PAYLOADS = """
+SELECT event_id, content_type, size, is_json, truncated, redacted, body
+FROM payloads WHERE event_id IN (SELECT event_id FROM chain($event_id))
+ORDER BY event_id
 """
 
 _TRACE_LINKS = """
@@ -782,17 +796,23 @@ def events_page(
     outcome: str | None = None,
     trace_id: str | None = None,
     event_id: str | None = None,
+    payload: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> dict[str, Any]:
     """One page of events (newest first) matching every filter given, and how many match.
 
     ``event_id`` also matches the events of the flow it started (correlation id); ``outcome``
-    is a delivery outcome or ``unsettled``; ``since``/``until`` are ISO 8601 times.
+    is a delivery outcome or ``unsettled``; ``since``/``until`` are ISO 8601 times;
+    ``payload`` is ``field=value`` (``customer.id=7`` for nested fields), matched against the
+    captured JSON bodies (payload capture, ``payloads`` table).
     """
     if outcome is not None and outcome not in _OUTCOMES:
         raise SqlRejected(f"outcome must be one of {', '.join(_OUTCOMES)}")
+    path, value = payload_filter(payload)
     params: dict[str, Any] = {
+        "payload_path": path,
+        "payload_value": value,
         "since": since,
         "until": until,
         "event_type": event_type,
@@ -809,6 +829,24 @@ def events_page(
     return {"total": total, "offset": offset, "rows": rows}
 
 
+_PAYLOAD_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+
+
+def payload_filter(text: str | None) -> tuple[str | None, str | None]:
+    """``field=value`` → (JSON path, value), (None, None) when no filter is given; raises
+    :class:`SqlRejected` for anything else.
+    """
+    if text is None or not text.strip():
+        return None, None
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not _PAYLOAD_FIELD.fullmatch(name):
+        raise SqlRejected(
+            f"payload filter must be field=value, e.g. order_id=42 or customer.id=7; not {text!r}"
+        )
+    return "$." + name, value.strip()
+
+
 def upstream(connection: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[str, Any]]:
     """What caused the event, transitively: each cause with its distance and the effect it caused."""
     return _records(connection, _UPSTREAM, {"event_id": event_id})
@@ -817,7 +855,7 @@ def upstream(connection: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[
 def chain_detail(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any]:
     """The chain downstream of an event, one row per (event, delivery attempt) with time in
     queue and processing time, plus its orphans, dead-letter deaths (x-death) and the traces
-    it crosses through span links.
+    it crosses through span links, and the payloads captured of its events.
     """
     params = {"event_id": event_id}
     return {
@@ -825,6 +863,7 @@ def chain_detail(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[s
         "orphans": _records(connection, _CHAIN_ORPHANS, params),
         "dead_letters": _records(connection, _CHAIN_DEATHS, params),
         "trace_links": _records(connection, _TRACE_LINKS, params),
+        "payloads": _records(connection, _CHAIN_PAYLOADS, params),
     }
 
 

@@ -29,6 +29,7 @@ from eventscope.tracer.broker import (
 from eventscope.tracer.deadletter import DeadLetterTap
 from eventscope.tracer.firehose import FirehoseRecord, FirehoseTap, enable_tracing, how_to_enable_tracing
 from eventscope.tracer.management import ManagementPoller
+from eventscope.tracer.payloads import PayloadCapture
 from eventscope.tracer.writer import Writer
 
 __all__ = ["BrokerReceivers"]
@@ -54,6 +55,7 @@ class BrokerReceivers:
         management_url: str | None = None,
         management_interval_s: float = 5.0,
         flush_interval_s: float = 0.2,
+        capture: PayloadCapture | None = None,
     ) -> None:
         if (firehose or dlx) and not amqp_url:
             raise ValueError("the firehose and dead-letter taps need an AMQP URL (--amqp-url)")
@@ -69,7 +71,7 @@ class BrokerReceivers:
         if firehose and self.parameters is not None:
             self.tracing = self._turn_tracing_on(trace_on)
             self.firehose = FirehoseTap(
-                self.parameters, self._write_firehose, flush_interval_s=flush_interval_s
+                self.parameters, self._write_firehose, flush_interval_s=flush_interval_s, capture=capture
             )
         if self.parameters is not None and (dlx or management_url):
             self.dead_letters = DeadLetterTap(

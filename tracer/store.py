@@ -42,7 +42,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -52,6 +52,7 @@ _MIGRATIONS = {
     3: "schema_v3_alerts.sql",
     4: "schema_v4_perf.sql",
     5: "schema_v5_flows.sql",
+    6: "schema_v6_payloads.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -126,6 +127,18 @@ _DEAD_LETTERS = pa.schema(
         ("exchange", pa.string()),
         ("routing_keys", pa.list_(pa.string())),
         ("dead_letter_exchange", pa.string()),
+    ]
+)
+_PAYLOADS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("captured_at", _TS),
+        ("content_type", pa.string()),
+        ("size", pa.int64()),
+        ("is_json", pa.bool_()),
+        ("truncated", pa.bool_()),
+        ("redacted", pa.int32()),
+        ("body", pa.string()),
     ]
 )
 _SEEN = [("first_seen_at", _TS), ("last_seen_at", _TS), ("present", pa.bool_())]
@@ -404,6 +417,8 @@ class Store:
             self._insert_span_deliveries(deliveries, new_spans)
             self._insert_firehose_deliveries(broker_deliveries)
             self._insert("dead_letters", dead_letters, _DEAD_LETTERS)
+            payloads = {row["event_id"]: row for batch in broker for row in reversed(batch.payloads)}
+            self._insert("payloads", list(payloads.values()), _PAYLOADS)  # the first capture stays
             if broker_deliveries:
                 self._has_firehose_deliveries = True
             state_ids |= self._write_resolution(resolution, touched, since)
@@ -665,6 +680,7 @@ class Store:
             con.execute(f"DELETE FROM events WHERE published_at < {cutoff}", [max_age_s])
             con.execute(f"DELETE FROM deliveries WHERE received_at < {cutoff}", [max_age_s])
             con.execute(f"DELETE FROM dead_letters WHERE observed_at < {cutoff}", [max_age_s])
+            con.execute(f"DELETE FROM payloads WHERE captured_at < {cutoff}", [max_age_s])
             for table in ("queues", "exchanges", "bindings"):
                 con.execute(f"DELETE FROM {table} WHERE NOT present AND last_seen_at < {cutoff}", [max_age_s])
             con.execute(

@@ -128,6 +128,22 @@ st.dataframe(
     ],
     hide_index=True,
 )
+payloads = detail["payloads"]
+own_payload = payloads[payloads["event_id"] == event_id] if not payloads.empty else payloads
+if not own_payload.empty:
+    captured = own_payload.iloc[0]
+    notes = [f"{int(captured['size']):,} bytes published", f"{captured['content_type'] or 'no content type'}"]
+    if captured["redacted"]:
+        notes.append(f"{int(captured['redacted'])} field(s) redacted")
+    if captured["truncated"]:
+        notes.append("cut to the capture limit")
+    with st.expander("Payload (" + " · ".join(notes) + ")", expanded=True):
+        if not isinstance(captured["body"], str):
+            st.caption("Binary or encoded body: not captured as text.")
+        elif captured["is_json"]:
+            st.json(captured["body"])
+        else:
+            st.code(captured["body"], language=None)
 if not detail["dead_letters"].empty:
     st.subheader("Dead-lettered (x-death)")
     st.dataframe(detail["dead_letters"], hide_index=True)

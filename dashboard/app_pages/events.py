@@ -39,10 +39,11 @@ with st.form("filters"):
         "Published since (ISO 8601, UTC)", placeholder="2026-01-31T12:00:00", key="since"
     )
     until = row[1].text_input("Published before (ISO 8601, UTC)", key="until")
-    row[2].text_input(
+    payload = row[2].text_input(
         "Payload field (e.g. order_id=42)",
-        disabled=True,
-        help="Needs payload capture, which the store does not keep yet.",
+        key="payload",
+        help="Matches captured JSON bodies (eventscope collect --firehose --capture-payloads); "
+        "nested fields with dots: customer.id=7",
     )
     st.form_submit_button("Apply")
 
@@ -60,6 +61,15 @@ def _time(text: str, label: str) -> str | None:
     return text
 
 
+def _payload(text: str) -> str | None:
+    """A payload filter as typed, or None (with a note) when it is not field=value."""
+    problem = data.payload_filter_problem(text)
+    if problem:
+        st.error(f"Payload field: {problem}; ignored.")
+        return None
+    return text.strip() or None
+
+
 filters = {
     "event_type": _choice(event_type),
     "service": _choice(service),
@@ -71,6 +81,7 @@ filters = {
     "event_id": event_id.strip(),
     "since": _time(since, "Published since"),
     "until": _time(until, "Published before"),
+    "payload": _payload(payload),
 }
 total, _ = data.events_page(**filters, limit=0, offset=0)
 pages = max(1, -(-total // _PAGE_SIZE))

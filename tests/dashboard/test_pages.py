@@ -4,8 +4,10 @@ shop.py): what each page shows — numbers, names, rows — for traffic whose ou
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 from dashboard_helpers import metrics, one, open_page, texts
 
@@ -122,6 +124,35 @@ def test_chain_of_an_order(shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> No
     at = open_page(shop_db, "chain", monkeypatch, event=shipment)
     labels = [link.proto.label for link in at.get("page_link")]
     assert "↑ payment.authorized by payments" in labels and "↑↑ order.placed by orders" in labels
+
+
+def test_payload_filter_and_the_captured_payload(
+    shop_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "payloads.duckdb"  # the shop's file, with one order's body as capture keeps it
+    shutil.copy(shop_db, db)
+    order = one(
+        db, "SELECT event_id FROM events WHERE event_type = 'order.placed' ORDER BY published_at LIMIT 1"
+    )
+    with duckdb.connect(str(db)) as connection:
+        connection.execute(
+            "INSERT INTO payloads VALUES (?, now(), 'application/json', 61, true, false, 1, ?)",
+            [order, '{"order_id":4242,"password":"[redacted]"}'],
+        )
+    at = open_page(db, "events", monkeypatch)
+    at.text_input(key="payload").input("order_id=4242")
+    at.form_submit_button[0].click().run()
+    assert "1 matching events" in texts(at)
+    assert list(at.dataframe[0].value["event_id"]) == [order]
+    at.text_input(key="payload").input("order_id")
+    at.form_submit_button[0].click().run()
+    assert any(e.value.startswith("Payload field: payload filter must be field=value") for e in at.error)
+    assert "49 matching events" in texts(at)  # the bad filter is ignored, not an error page
+
+    at = open_page(db, "chain", monkeypatch, event=order)
+    (expander,) = [e for e in at.expander if e.label.startswith("Payload")]
+    assert expander.label == "Payload (61 bytes published · application/json · 1 field(s) redacted)"
+    assert at.json[0].value == '{"order_id":4242,"password":"[redacted]"}'
 
 
 def test_chain_of_a_declined_order_shows_the_failure(shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -175,3 +175,14 @@ def test_every_service_produced_or_consumed(demo):
     }
     consumers = {row["c"] for row in sql(api, "select distinct consumer_service as c from deliveries")}
     assert consumers >= {"auditor", "fraud", "notifications", "shipping", "inventory", "checkout"}
+
+
+def test_payloads_are_captured_as_json(demo):
+    api, _output = demo
+    (row,) = sql(
+        api,
+        "select count(*) as n, count(*) filter (where is_json) as json_n, "
+        "count(*) filter (where e.event_id is null) as unknown_n "
+        "from payloads p left join events e using (event_id)",
+    )
+    assert row["n"] > 0 and row["json_n"] == row["n"] and row["unknown_n"] == 0
