@@ -185,4 +185,11 @@ def test_payloads_are_captured_as_json(demo):
         "count(*) filter (where e.event_id is null) as unknown_n "
         "from payloads p left join events e using (event_id)",
     )
-    assert row["n"] > 0 and row["json_n"] == row["n"] and row["unknown_n"] == 0
+    assert row["n"] > 0 and row["json_n"] == row["n"] and row["unknown_n"] == 0, (
+        row,
+        sql(
+            api,
+            "select p.*, e.event_id is null as unknown from payloads p left join events e using (event_id) "
+            "where not p.is_json or e.event_id is null limit 5",
+        ),
+    )

@@ -73,8 +73,10 @@ def test_ports_urls_and_healthchecks_agree(compose):
     dashboard_port = _option(dashboard, "--port")
     assert f"127.0.0.1:{dashboard_port}:{dashboard_port}" in ours["dashboard"]["ports"]
     assert f"127.0.0.1:{dashboard_port}/_stcore/health" in " ".join(ours["dashboard"]["healthcheck"]["test"])
+    grpc_host, grpc_port = _option(collector, "--grpc").rsplit(":", 1)
+    assert grpc_host == "0.0.0.0" and f"127.0.0.1:{grpc_port}:{grpc_port}" in ours["collector"]["ports"]
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"EXPOSE {port} {dashboard_port}" in dockerfile
+    assert f"EXPOSE {grpc_port} {port} {dashboard_port}" in dockerfile
     rabbit = compose["services"]["rabbitmq"]
     assert "127.0.0.1:5672:5672" in rabbit["ports"]
     assert "trace_on" in " ".join(rabbit["command"])  # the firehose is on at boot
