@@ -19,6 +19,7 @@ import pika
 import pytest
 
 from eventscope.tracer import setup
+from eventscope.tracer.firehose import disable_tracing, enable_tracing, tracing_enabled
 from eventscope.tracer.testing import OtlpReceiver
 
 AMQP_HOST = os.environ.get("EVENTSCOPE_TEST_AMQP_HOST", "127.0.0.1")
@@ -41,6 +42,19 @@ def broker() -> pika.ConnectionParameters:
             "`rabbitmq-server -detached` (.ci/run does)"
         )
     return amqp_parameters()
+
+
+@pytest.fixture(scope="module")
+def tracing(broker: pika.ConnectionParameters) -> Iterator[None]:
+    """Firehose tracing on for '/', off again afterwards if it was off (a broker-wide setting)."""
+    was_on = tracing_enabled("/")
+    enabled, message = enable_tracing("/")
+    assert enabled, message
+    try:
+        yield
+    finally:
+        if not was_on:
+            assert disable_tracing("/")
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,13 @@ loads; `eventscope rules check` and `eventscope collect --config` refuse broken 
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from processes import CLI
 
 from eventscope.tracer import rules
-
-CLI = [sys.executable, "-c", "from eventscope.tracer.cli import main; raise SystemExit(main())"]
 
 DOCUMENTED = textwrap.dedent(
     """

@@ -18,10 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from collector_helpers import free_port
+from processes import CLI, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "from eventscope.tracer.cli import main; raise SystemExit(main())"]
 
 PRODUCE = textwrap.dedent(
     """
@@ -103,16 +102,8 @@ def start_collector(tmp_path: Path, config: Path) -> tuple[str, Path, subprocess
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return url, db, collector
-        except httpx.HTTPError:
-            pass
-        assert collector.poll() is None, collector.communicate()[0]
-        assert time.monotonic() < deadline, "collector did not come up"
-        time.sleep(0.1)
+    wait_healthy(url, collector)
+    return url, db, collector
 
 
 @pytest.mark.integration

@@ -191,12 +191,6 @@ def sid(message: Span) -> str:
     return message.span_id.hex()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RunningCollector:
     """A collector served by uvicorn in a thread of this process, on a random loopback port.
 

@@ -39,10 +39,10 @@ from typing import Any
 
 import httpx
 import pytest
-from collector_helpers import RunningCollector, free_port
+from collector_helpers import RunningCollector
+from processes import CLI, free_port, wait_healthy
 
 from eventscope.tracer.collector import CollectorConfig
-from eventscope.tracer.firehose import disable_tracing, enable_tracing, tracing_enabled
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MANAGEMENT = "http://guest:guest@127.0.0.1:15672"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 TTL_MS = 300
-CLI = [sys.executable, "-c", "from eventscope.tracer.cli import main; raise SystemExit(main())"]
 
 
 # -- broker state: turned on here, restored afterwards ---------------------------------------
@@ -81,19 +80,6 @@ def management(broker: Any) -> Iterator[str]:
             subprocess.run(
                 ["rabbitmq-plugins", "disable", "rabbitmq_management"], capture_output=True, timeout=120
             )
-
-
-@pytest.fixture(scope="module")
-def tracing(broker: Any) -> Iterator[None]:
-    """Firehose tracing on for '/', off again afterwards if it was off."""
-    was_on = tracing_enabled("/")
-    enabled, message = enable_tracing("/")
-    assert enabled, message
-    try:
-        yield
-    finally:
-        if not was_on:
-            assert disable_tracing("/")
 
 
 # -- the flow -----------------------------------------------------------------------------------
@@ -371,14 +357,7 @@ def collect(tmp_path: Path, *flags: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "collector did not come up"
-            time.sleep(0.1)
+        wait_healthy(url, process, timeout=30)
         yield url
     finally:
         process.terminate()

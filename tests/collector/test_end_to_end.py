@@ -24,13 +24,14 @@ from typing import Any
 
 import httpx
 import pytest
-from collector_helpers import RunningCollector, free_port, new_span_id, new_trace, publish, request
+from collector_helpers import RunningCollector, new_span_id, new_trace, publish, request
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
+from processes import collect, free_port, wait_healthy
 
 from eventscope.tracer.store import Store
 
@@ -180,36 +181,9 @@ FLOW = textwrap.dedent(
 def collector_process(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
     db = tmp_path / "e2e.duckdb"
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from eventscope.tracer.cli import main; raise SystemExit(main())",
-            "--log-level",
-            "warning",
-            "collect",
-            "--db",
-            str(db),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--grace",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = collect(str(db), port, "--grace", "0")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "collector did not come up"
-        time.sleep(0.1)
+    wait_healthy(url, process)
     yield url, db, process
     if process.poll() is None:
         process.kill()

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import gzip
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-from collector_helpers import RunningCollector, free_port, new_span_id, new_trace, process, publish, request
+from collector_helpers import RunningCollector, new_span_id, new_trace, process, publish, request
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
@@ -24,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from processes import collect, free_port, wait_healthy
 
 from eventscope.tracer import attributes as A
 from eventscope.tracer.collector import CollectorConfig
@@ -200,37 +198,10 @@ def test_a_port_in_use_is_a_clear_error(running: RunningCollector, tmp_path: Pat
 def test_eventscope_collect_grpc_flag(tmp_path: Path) -> None:
     """`eventscope collect --grpc`: the real exporter through the CLI's collector, then SIGTERM → 0."""
     http_port, grpc_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from eventscope.tracer.cli import main; raise SystemExit(main())",
-            "--log-level",
-            "warning",
-            "collect",
-            "--db",
-            str(tmp_path / "cli.duckdb"),
-            "--listen",
-            f"127.0.0.1:{http_port}",
-            "--grpc",
-            f"127.0.0.1:{grpc_port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = collect(str(tmp_path / "cli.duckdb"), http_port, "--grpc", f"127.0.0.1:{grpc_port}")
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "collector did not come up"
-            time.sleep(0.1)
+        wait_healthy(url, process)
         exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True)
         try:
             assert exporter.export(_sdk_spans("evt-cli")) is SpanExportResult.SUCCESS

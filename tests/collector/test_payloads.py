@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from eventscope.adapters.pika import instrument_channel
 from eventscope.tracer import queries
 from eventscope.tracer.broker import normalise_firehose
 from eventscope.tracer.collector import CollectorConfig
-from eventscope.tracer.firehose import disable_tracing, enable_tracing, parse_record, tracing_enabled
+from eventscope.tracer.firehose import parse_record
 from eventscope.tracer.payloads import REDACTED, PayloadCapture, capture
 from eventscope.tracer.store import Store
 
@@ -137,18 +136,6 @@ def test_capture_needs_the_firehose(tmp_path: Path) -> None:
 
 
 # -- the real broker ------------------------------------------------------------------------------
-@pytest.fixture
-def tracing(broker: Any) -> Iterator[None]:
-    was_on = tracing_enabled("/")
-    enabled, message = enable_tracing("/")
-    assert enabled, message
-    try:
-        yield
-    finally:
-        if not was_on:
-            assert disable_tracing("/")
-
-
 @pytest.mark.integration
 def test_published_bodies_are_captured_from_the_firehose(amqp: Any, tracing: None, tmp_path: Path) -> None:
     exchange, queue = amqp.exchange(), amqp.queue()

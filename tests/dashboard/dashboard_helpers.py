@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from processes import CLI, free_port, wait_healthy
 from streamlit.testing.v1 import AppTest
 
 from eventscope.tracer.client import open_source
 
+__all__ = ["APP", "CLI", "ROOT", "free_port", "metrics", "one", "open_page", "texts", "wait_healthy"]
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
-CLI = [sys.executable, "-c", "from eventscope.tracer.cli import main; raise SystemExit(main())"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "collector did not come up"
-        time.sleep(0.1)
 
 
 def open_page(db: Path, page: str | None, monkeypatch: pytest.MonkeyPatch, **query: str) -> AppTest:
