@@ -417,8 +417,9 @@ class Store:
             self._insert_span_deliveries(deliveries, new_spans)
             self._insert_firehose_deliveries(broker_deliveries)
             self._insert("dead_letters", dead_letters, _DEAD_LETTERS)
-            payloads = {row["event_id"]: row for batch in broker for row in reversed(batch.payloads)}
-            self._insert("payloads", list(payloads.values()), _PAYLOADS)  # the first capture stays
+            captured = [row for batch in broker for row in batch.payloads]
+            first = {row["event_id"]: row for row in reversed(captured)}  # the first capture stays
+            self._insert("payloads", list(first.values()), _PAYLOADS)
             if broker_deliveries:
                 self._has_firehose_deliveries = True
             state_ids |= self._write_resolution(resolution, touched, since)

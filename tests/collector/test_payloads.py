@@ -97,8 +97,8 @@ def test_payloads_are_stored_once_filtered_shown_and_retained(tmp_path: Path) ->
         other = _record("B", b'{"order_id": 43}')
         delivered = _record("A", b'{"order_id": 42}', kind="deliver")
         assert delivered.payload is None  # only publish records carry it
-        store.append([normalise_firehose([first, replay, other, delivered])])
-        store.append([normalise_firehose([first])])
+        store.append([normalise_firehose([first]), normalise_firehose([replay, other, delivered])])
+        store.append([normalise_firehose([replay])])
         reader = store.reader()
         try:
             assert reader.execute("SELECT event_id, redacted FROM payloads ORDER BY 1").fetchall() == [
