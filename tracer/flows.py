@@ -39,19 +39,16 @@ _EDGES = pa.schema(
 )
 _RELABEL = pa.schema([("old_flow", pa.string()), ("new_flow", pa.string())])
 
-# The flows already stored of the ids a batch's edges touch. The ranges let DuckDB skip row
-# groups by their min/max when ids grow with time (UUIDv7); IN alone would read every group.
-_STORED_FLOWS = """
-SELECT id, min(flow_id) AS flow_id
-FROM (
-    SELECT cause_event_id AS id, flow_id FROM causal_edges
-    WHERE cause_event_id BETWEEN $lo AND $hi AND cause_event_id IN (SELECT event_id FROM _eventscope_ids)
-    UNION ALL
-    SELECT effect_event_id AS id, flow_id FROM causal_edges
-    WHERE effect_event_id BETWEEN $lo AND $hi AND effect_event_id IN (SELECT event_id FROM _eventscope_ids)
-)
-WHERE flow_id IS NOT NULL
-GROUP BY id
+# The stored edges that touch the ids of a batch's edges: their flows, and which of the batch's
+# edges are stored already (causal_edges has no primary key since schema version 5). The ranges
+# let DuckDB skip row groups by their min/max when ids grow with time (UUIDv7); IN alone would
+# read every group.
+_STORED_EDGES = """
+SELECT cause_event_id, effect_event_id, flow_id FROM causal_edges
+WHERE cause_event_id BETWEEN $lo AND $hi AND cause_event_id IN (SELECT event_id FROM _eventscope_ids)
+UNION ALL
+SELECT cause_event_id, effect_event_id, flow_id FROM causal_edges
+WHERE effect_event_id BETWEEN $lo AND $hi AND effect_event_id IN (SELECT event_id FROM _eventscope_ids)
 """
 
 
@@ -108,21 +105,30 @@ def assign(edges: Iterable[Edge], stored: dict[str, str]) -> tuple[list[FlowEdge
 
 
 def write_edges(connection: duckdb.DuckDBPyConnection, edges: Iterable[Edge]) -> None:
-    """Insert ``edges`` (an edge stored already is ignored) with their flow ids, relabelling
-    the stored flows they join; in the caller's transaction.
+    """Insert the ``edges`` not stored yet (same cause and effect) with their flow ids,
+    relabelling the stored flows they join; in the caller's transaction.
     """
-    edges = sorted(set(edges))
-    if not edges:
+    unique: dict[tuple[str, str], str] = {}
+    for cause, effect, via in sorted(set(edges)):
+        unique.setdefault((cause, effect), via)  # one edge per pair, as the primary key had it
+    if not unique:
         return
-    ids = sorted({e for edge in edges for e in edge[:2]})
+    ids = sorted({event_id for pair in unique for event_id in pair})
     connection.register("_eventscope_ids", pa.table({"event_id": ids}, schema=_IDS))
     try:
-        stored = dict(
-            connection.execute(_STORED_FLOWS, {"lo": ids[0], "hi": ids[-1]}).fetchall()  # type: ignore[arg-type]
-        )
+        rows = connection.execute(_STORED_EDGES, {"lo": ids[0], "hi": ids[-1]}).fetchall()
     finally:
         connection.unregister("_eventscope_ids")
-    assigned, renamed = assign(edges, stored)
+    stored: dict[str, str] = {}
+    for cause, effect, flow_id in rows:
+        unique.pop((cause, effect), None)
+        if flow_id is not None:
+            for event_id in (cause, effect):
+                if event_id not in stored or flow_id < stored[event_id]:
+                    stored[event_id] = flow_id
+    if not unique:
+        return
+    assigned, renamed = assign([(c, e, via) for (c, e), via in unique.items()], stored)
     if renamed:
         relabel = pa.table({"old_flow": list(renamed), "new_flow": list(renamed.values())}, schema=_RELABEL)
         connection.register("_eventscope_relabel", relabel)
@@ -135,11 +141,7 @@ def write_edges(connection: duckdb.DuckDBPyConnection, edges: Iterable[Edge]) ->
             connection.unregister("_eventscope_relabel")
     columns = list(zip(*assigned, strict=True))
     data = pa.table(dict(zip(_EDGES.names, columns, strict=True)), schema=_EDGES)
-    connection.register("_eventscope_edges", data)
-    try:
-        connection.execute("INSERT OR IGNORE INTO causal_edges SELECT * FROM _eventscope_edges")
-    finally:
-        connection.unregister("_eventscope_edges")
+    connection.from_arrow(data).insert_into("causal_edges")
 
 
 def rebuild(connection: duckdb.DuckDBPyConnection) -> int:

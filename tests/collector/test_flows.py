@@ -50,6 +50,7 @@ def _edge_batch(edges: list[tuple[str, str]]):
 
 
 def _components_have_one_flow(store: Store) -> None:
+    """Connected edges share one flow id, and no edge is stored twice."""
     reader = store.reader()
     try:
         edges = reader.execute("SELECT cause_event_id, effect_event_id, flow_id FROM causal_edges").fetchall()
@@ -62,6 +63,7 @@ def _components_have_one_flow(store: Store) -> None:
             item = parent[item]
         return item
 
+    assert len(edges) == len({(cause, effect) for cause, effect, _ in edges}), "an edge stored twice"
     for cause, effect, _ in edges:
         parent[find(cause)] = find(effect)
     flow_ids: dict[str, set[str | None]] = defaultdict(set)
