@@ -530,26 +530,28 @@ def main() -> None:
         "--batch", type=int, default=512, help="spans per export (BatchSpanProcessor's default)"
     )
     parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument("--e2e-only", action="store_true", help="only (d): no store build, queries or disk")
     parser.add_argument("--db", help="keep the built database here (default: a temp dir)")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
 
     figures: dict[str, Any] = {"load_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.db) if args.db else Path(tmp) / "bench.duckdb"
-        if path.exists():
-            path.unlink()
-        print(f"building {args.events:,} events ...", flush=True)
-        ingest, data = build(path, args.events)
-        figures.update(ingest)
-        figures["expected_orphan_events"] = data.expected_orphans
-        print(
-            f"  {ingest['ingest_rows_per_s']:,.0f} rows/s ({ingest['ingest_spans_per_s']:,.0f} spans/s) in "
-            f"Store.append; {ingest['ingest_build_python_s']:.1f} s building rows in Python",
-            flush=True,
-        )
-        figures.update(disk(path, args.events))
-        figures.update(time_queries(path, data, args.repeat))
+    if not args.e2e_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(args.db) if args.db else Path(tmp) / "bench.duckdb"
+            if path.exists():
+                path.unlink()
+            print(f"building {args.events:,} events ...", flush=True)
+            ingest, data = build(path, args.events)
+            figures.update(ingest)
+            figures["expected_orphan_events"] = data.expected_orphans
+            print(
+                f"  {ingest['ingest_rows_per_s']:,.0f} rows/s ({ingest['ingest_spans_per_s']:,.0f} spans/s)"
+                f" in Store.append; {ingest['ingest_build_python_s']:.1f} s building rows in Python",
+                flush=True,
+            )
+            figures.update(disk(path, args.events))
+            figures.update(time_queries(path, data, args.repeat))
     if not args.no_e2e:
         rates = []
         for r in range(args.e2e_rounds):
@@ -570,10 +572,11 @@ def main() -> None:
         f"\nload average before {figures['load_before'][0]:.2f}, after {figures['load_after'][0]:.2f} "
         f"(2 cores shared)"
     )
-    print(
-        f"events {args.events:,}, spans {figures['spans']:,}, orphan rows whole table "
-        f"{figures['orphans_all_rows']:,}, last 15 min {figures['orphans_recent_rows']:,}"
-    )
+    if "spans" in figures:
+        print(
+            f"events {args.events:,}, spans {figures['spans']:,}, orphan rows whole table "
+            f"{figures['orphans_all_rows']:,}, last 15 min {figures['orphans_recent_rows']:,}"
+        )
     for key, label, unit in [
         ("e2e_spans_per_s", "end-to-end spans/s (OTLP/HTTP, 200 after commit)", ",.0f"),
         ("orphans_recent_ms", "orphans, last 15 minutes (ms)", ".1f"),
@@ -585,11 +588,13 @@ def main() -> None:
         if key in figures:
             print(f"  {label:<52} {figures[key]:>10{unit}}  {_verdict(key, figures[key])}")
     for key in ("orphan_counts_ms", "api_orphans_1000_ms", "event_lookup_ms"):
-        print(f"  {key:<52} {figures[key]:>10.1f}")
-    print(
-        "  bytes by table: "
-        + ", ".join(f"{k} {v / args.events:.0f}" for k, v in figures["table_bytes"].items())
-    )
+        if key in figures:
+            print(f"  {key:<52} {figures[key]:>10.1f}")
+    if "table_bytes" in figures:
+        print(
+            "  bytes by table: "
+            + ", ".join(f"{k} {v / args.events:.0f}" for k, v in figures["table_bytes"].items())
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
 

@@ -1,0 +1,1 @@
+-- placeholder: flow ids (merged from the chain work)
