@@ -51,7 +51,7 @@ from starlette.routing import Route
 from eventscope.tracer import otlp, queries
 from eventscope.tracer.alerts import AlertEngine
 from eventscope.tracer.client import ARROW_STREAM
-from eventscope.tracer.normaliser import Normalised, normalise
+from eventscope.tracer.normaliser import Normalised, normalise, normalise_protobuf
 from eventscope.tracer.receivers import BrokerReceivers
 from eventscope.tracer.rules import AlertsConfig
 from eventscope.tracer.store import Store
@@ -178,6 +178,10 @@ class Collector:
     def decode(self, body: bytes, encoding: str | None, media: str) -> Normalised:
         """Body → rows; raises the :mod:`otlp` errors. Runs in a worker thread."""
         raw = otlp.decompress(body, encoding, max_size=self.config.max_body)
+        if media == otlp.PROTOBUF:
+            batch = normalise_protobuf(raw, max_attributes=self.config.max_attributes)
+            if batch is not None:
+                return batch
         request = otlp.decode(raw, media)
         return normalise(request, max_attributes=self.config.max_attributes)
 
