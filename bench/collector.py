@@ -407,12 +407,16 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _sender(port: int, seconds: float, batch: int, index: int, result: Any, pool: int = 100) -> None:
+def _sender(
+    port: int, seconds: float, batch: int, index: int, result: Any, exporter_kind: str, pool: int = 100
+) -> None:
     """One sender process: the real OTLPSpanExporter posting pre-built publish + process spans.
 
     Every span is exported once (a replay would be ignored by the store, and cheap): a pool of
     batches is built before the window, and more on the fly if the pool runs out. Event ids
-    are UUIDv7, as the adapter's.
+    are UUIDv7, as the adapter's. ``exporter_kind`` ``sdk`` is the SDK's exporter as it is;
+    ``lean`` the same exporter with eventscope's encoder (``LeanOtlpSpanExporter``), which is
+    what ``eventscope.tracer.setup()`` installs.
     """
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -425,7 +429,10 @@ def _sender(port: int, seconds: float, batch: int, index: int, result: Any, pool
 
     resource = Resource.create({"service.name": f"bench-{index}"})
     scope = InstrumentationScope("eventscope.tracer", "0")
-    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=60)
+    from eventscope.tracer.otlp_wire import LeanOtlpSpanExporter
+
+    kind = LeanOtlpSpanExporter if exporter_kind == "lean" else OTLPSpanExporter
+    exporter = kind(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=60)
 
     def spans() -> list[ReadableSpan]:
         out = []
@@ -467,17 +474,19 @@ def _sender(port: int, seconds: float, batch: int, index: int, result: Any, pool
 
     prepared = [spans() for _ in range(pool)]
     sent = failed = 0
+    cpu = time.process_time()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if exporter.export(prepared.pop() if prepared else spans()) is SpanExportResult.SUCCESS:
             sent += batch
         else:
             failed += 1
+    cpu = time.process_time() - cpu
     exporter.shutdown()
-    result.put((sent, failed))
+    result.put((sent, failed, cpu))
 
 
-def end_to_end(senders: int, seconds: float, batch: int) -> dict[str, float]:
+def end_to_end(senders: int, seconds: float, batch: int, exporter: str = "sdk") -> dict[str, float]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "e2e.duckdb"
@@ -508,7 +517,7 @@ def end_to_end(senders: int, seconds: float, batch: int) -> dict[str, float]:
             ctx = mp.get_context("spawn")
             results = ctx.Queue()
             procs = [
-                ctx.Process(target=_sender, args=(port, seconds + 8, batch, i, results))
+                ctx.Process(target=_sender, args=(port, seconds + 8, batch, i, results, exporter))
                 for i in range(senders)
             ]
             for p in procs:
@@ -518,10 +527,12 @@ def end_to_end(senders: int, seconds: float, batch: int) -> dict[str, float]:
             time.sleep(seconds)
             a1, t1, c1 = _metric(port, "spans_accepted_total"), time.monotonic(), _cpu_s(collector.pid)
             sent = failed = 0
+            sender_cpu = 0.0
             for _ in procs:
-                s, f = results.get(timeout=120)
+                s, f, c = results.get(timeout=120)
                 sent += s
                 failed += f
+                sender_cpu += c
             for p in procs:
                 p.join(30)
             refused = _metric(port, "requests_refused_total")
@@ -535,6 +546,7 @@ def end_to_end(senders: int, seconds: float, batch: int) -> dict[str, float]:
         "e2e_spans_per_s": (a1 - a0) / (t1 - t0),
         "e2e_collector_cpu": (c1 - c0) / (t1 - t0),  # cores the collector used
         "e2e_collector_cpu_us_per_span": (c1 - c0) / max(a1 - a0, 1) * 1e6,
+        "e2e_sender_cpu_us_per_span": sender_cpu / max(sent, 1) * 1e6,  # building + exporting
         "e2e_export_failures": failed,
         "e2e_refused_503": refused,
     }
@@ -558,36 +570,48 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=512, help="spans per export (BatchSpanProcessor's default)"
     )
+    parser.add_argument(
+        "--exporter",
+        choices=("sdk", "lean"),
+        default="sdk",
+        help="end to end: the SDK's OTLPSpanExporter, or it with eventscope's encoder (what setup() uses)",
+    )
     parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument("--e2e-only", action="store_true", help="only (d): no store build, queries or disk")
     parser.add_argument("--db", help="keep the built database here (default: a temp dir)")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
 
     figures: dict[str, Any] = {"load_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.db) if args.db else Path(tmp) / "bench.duckdb"
-        if path.exists():
-            path.unlink()
-        print(f"building {args.events:,} events ...", flush=True)
-        ingest, data = build(path, args.events)
-        figures.update(ingest)
-        figures["expected_orphan_events"] = data.expected_orphans
-        print(
-            f"  {ingest['ingest_rows_per_s']:,.0f} rows/s ({ingest['ingest_spans_per_s']:,.0f} spans/s) in "
-            f"Store.append; {ingest['ingest_build_python_s']:.1f} s building rows in Python",
-            flush=True,
-        )
-        figures.update(disk(path, args.events))
-        figures.update(time_queries(path, data, args.repeat))
+    if not args.e2e_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(args.db) if args.db else Path(tmp) / "bench.duckdb"
+            if path.exists():
+                path.unlink()
+            print(f"building {args.events:,} events ...", flush=True)
+            ingest, data = build(path, args.events)
+            figures.update(ingest)
+            figures["expected_orphan_events"] = data.expected_orphans
+            print(
+                f"  {ingest['ingest_rows_per_s']:,.0f} rows/s ({ingest['ingest_spans_per_s']:,.0f} spans/s)"
+                f" in Store.append; {ingest['ingest_build_python_s']:.1f} s building rows in Python",
+                flush=True,
+            )
+            figures.update(disk(path, args.events))
+            figures.update(time_queries(path, data, args.repeat))
     if not args.no_e2e:
         rates = []
+        figures["e2e_exporter"] = args.exporter
+        figures["e2e_details"] = []
         for r in range(args.e2e_rounds):
-            result = end_to_end(args.senders, args.seconds, args.batch)
+            result = end_to_end(args.senders, args.seconds, args.batch, args.exporter)
             rates.append(result["e2e_spans_per_s"])
+            figures["e2e_details"].append(result)
             print(
                 f"  e2e round {r + 1}: {result['e2e_spans_per_s']:,.0f} spans/s, collector "
                 f"{result['e2e_collector_cpu']:.2f} cores = "
-                f"{result['e2e_collector_cpu_us_per_span']:.0f} µs CPU/span "
+                f"{result['e2e_collector_cpu_us_per_span']:.0f} µs CPU/span; senders "
+                f"{result['e2e_sender_cpu_us_per_span']:.0f} µs CPU/span "
                 f"(export failures {result['e2e_export_failures']}, 503s {result['e2e_refused_503']:g})",
                 flush=True,
             )
@@ -599,10 +623,11 @@ def main() -> None:
         f"\nload average before {figures['load_before'][0]:.2f}, after {figures['load_after'][0]:.2f} "
         f"(2 cores shared)"
     )
-    print(
-        f"events {args.events:,}, spans {figures['spans']:,}, orphan rows whole table "
-        f"{figures['orphans_all_rows']:,}, last 15 min {figures['orphans_recent_rows']:,}"
-    )
+    if "spans" in figures:
+        print(
+            f"events {args.events:,}, spans {figures['spans']:,}, orphan rows whole table "
+            f"{figures['orphans_all_rows']:,}, last 15 min {figures['orphans_recent_rows']:,}"
+        )
     for key, label, unit in [
         ("e2e_spans_per_s", "end-to-end spans/s (OTLP/HTTP, 200 after commit)", ",.0f"),
         ("orphans_recent_ms", "orphans, last 15 minutes (ms)", ".1f"),
@@ -621,11 +646,13 @@ def main() -> None:
         "api_orphans_1000_ms",
         "event_lookup_ms",
     ):
-        print(f"  {key:<52} {figures[key]:>10.1f}")
-    print(
-        "  bytes by table: "
-        + ", ".join(f"{k} {v / args.events:.0f}" for k, v in figures["table_bytes"].items())
-    )
+        if key in figures:
+            print(f"  {key:<52} {figures[key]:>10.1f}")
+    if "table_bytes" in figures:
+        print(
+            "  bytes by table: "
+            + ", ".join(f"{k} {v / args.events:.0f}" for k, v in figures["table_bytes"].items())
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
 

@@ -52,7 +52,7 @@ from starlette.routing import Route
 from eventscope.tracer import otlp, queries
 from eventscope.tracer.alerts import AlertEngine
 from eventscope.tracer.client import ARROW_STREAM
-from eventscope.tracer.normaliser import Normalised, normalise
+from eventscope.tracer.normaliser import Normalised, normalise, normalise_protobuf
 from eventscope.tracer.payloads import PayloadCapture
 from eventscope.tracer.receivers import BrokerReceivers
 from eventscope.tracer.rules import AlertsConfig
@@ -211,8 +211,19 @@ class Collector:
     def decode(self, body: bytes, encoding: str | None, media: str) -> Normalised:
         """Body → rows; raises the :mod:`otlp` errors. Runs in a worker thread."""
         raw = otlp.decompress(body, encoding, max_size=self.config.max_body)
-        request = otlp.decode(raw, media)
-        return normalise(request, max_attributes=self.config.max_attributes)
+        if media == otlp.PROTOBUF:
+            return self.decode_protobuf(raw)
+        return normalise(otlp.decode(raw, media), max_attributes=self.config.max_attributes)
+
+    def decode_protobuf(self, raw: bytes) -> Normalised:
+        """An uncompressed protobuf request → rows (OTLP/HTTP and OTLP/gRPC); raises
+        :class:`otlp.DecodeError`. The wire reader first; what it cannot vouch for goes through
+        the protobuf runtime.
+        """
+        batch = normalise_protobuf(raw, max_attributes=self.config.max_attributes)
+        if batch is not None:
+            return batch
+        return normalise(otlp.decode(raw, otlp.PROTOBUF), max_attributes=self.config.max_attributes)
 
     def metrics(self) -> str:
         """Prometheus text exposition of the collector's own health."""

@@ -25,7 +25,6 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from eventscope.tracer import otlp
-from eventscope.tracer.normaliser import normalise
 from eventscope.tracer.writer import WriteQueueFull
 
 if TYPE_CHECKING:
@@ -100,10 +99,9 @@ class GrpcReceiver:
             if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
                 self._answer(context, grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required")
         try:
-            request = otlp.decode(body, otlp.PROTOBUF)
+            batch = collector.decode_protobuf(body)
         except otlp.DecodeError as exc:
             self._answer(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        batch = normalise(request, max_attributes=collector.config.max_attributes)
         collector.count_received(batch)
         if batch.accepted:
             try:

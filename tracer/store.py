@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eventscope.tracer import flows
 from eventscope.tracer.broker import BrokerBatch, Topology
@@ -42,7 +43,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -53,6 +54,7 @@ _MIGRATIONS = {
     4: "schema_v4_perf.sql",
     5: "schema_v5_flows.sql",
     6: "schema_v6_payloads.sql",
+    7: "schema_v7_spans.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -197,7 +199,14 @@ _TOPOLOGY = (
 _KEYS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string())])
 _EVENT_IDS = pa.schema([("event_id", pa.string())])
 _STATE_SCOPE = "event_id IN (SELECT event_id FROM _eventscope_touched) AND event_id BETWEEN $lo AND $hi"
-_PAIR_WINDOW_US = 3600 * 1_000_000  # how far before a write's oldest row its partners are looked for
+_PAIR_WINDOW_US = 3600 * 1_000_000
+# The batch's spans already stored (replays): only stored spans in the batch's time range.
+_STORED_SPANS = """
+SELECT s.trace_id, s.span_id
+FROM spans s
+SEMI JOIN _eventscope_batch b ON s.trace_id = b.trace_id AND s.span_id = b.span_id
+WHERE s.start_time BETWEEN $lo AND $hi
+"""  # how far before a write's oldest row its partners are looked for
 
 # A span's event meets a firehose row: the producer span's facts win, the broker's routing stays.
 _MERGE_SPAN_EVENT = """
@@ -269,6 +278,14 @@ class Counts:
     broker_rows: int = 0
 
 
+def _arrow(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """``rows`` as an Arrow table, built column by column (~9x faster than ``from_pylist``)."""
+    return pa.Table.from_arrays(
+        [pa.array([row[field.name] for row in rows], type=field.type) for field in schema],
+        schema=schema,
+    )
+
+
 def _read_sql(name: str) -> str:
     return resources.files("eventscope.tracer").joinpath(name).read_text(encoding="utf-8")
 
@@ -306,6 +323,7 @@ class Store:
         self.counts = Counts()
         self._had_rows_at_open = False
         self._has_firehose_deliveries = False
+        self._has_firehose_events = False
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -358,6 +376,10 @@ class Store:
                 "SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE record_id IS NOT NULL LIMIT 1)"
             ).fetchall()[0]
             store._has_firehose_deliveries = found > 0
+            (found,) = connection.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM events WHERE source <> 'span' LIMIT 1)"
+            ).fetchall()[0]
+            store._has_firehose_events = found > 0
         except BaseException:
             connection.close()
             raise
@@ -412,8 +434,11 @@ class Store:
         con.execute("BEGIN TRANSACTION")
         try:
             new_spans = self._insert_spans(spans)
-            self._upsert_events(events, _MERGE_SPAN_EVENT)
+            # a span's event merges only into a firehose row: without any, ignoring is the same
+            self._upsert_events(events, _MERGE_SPAN_EVENT if self._has_firehose_events else None)
             self._upsert_events(broker_events, _MERGE_FIREHOSE_EVENT)
+            if broker_events:
+                self._has_firehose_events = True
             self._insert_span_deliveries(deliveries, new_spans)
             self._insert_firehose_deliveries(broker_deliveries)
             self._insert("dead_letters", dead_letters, _DEAD_LETTERS)
@@ -435,17 +460,22 @@ class Store:
         self.counts.batches += len(batches)
         self.counts.broker_rows += sum(batch.accepted for batch in broker)
 
-    def _upsert_events(self, rows: list[dict[str, Any]], merge: str) -> None:
-        """Insert events; an id already stored from the other side merges (see ``merge``)."""
+    def _upsert_events(self, rows: list[dict[str, Any]], merge: str | None) -> None:
+        """Insert events; an id already stored from the other side merges (see ``merge``;
+        ``None``: an id already stored is ignored).
+        """
         if not rows:
             return
         unique: dict[str, dict[str, Any]] = {}
         for row in rows:  # ON CONFLICT cannot touch one row twice in a statement: first wins
             unique.setdefault(row["event_id"], row)
         con = self._connection
-        con.register("_eventscope_batch", pa.Table.from_pylist(list(unique.values()), schema=_EVENTS))
+        con.register("_eventscope_batch", _arrow(list(unique.values()), _EVENTS))
         try:
-            con.execute(f"INSERT INTO events SELECT * FROM _eventscope_batch {merge}")
+            if merge is None:
+                con.execute("INSERT OR IGNORE INTO events SELECT * FROM _eventscope_batch")
+            else:
+                con.execute(f"INSERT INTO events SELECT * FROM _eventscope_batch {merge}")
         finally:
             con.unregister("_eventscope_batch")
 
@@ -456,7 +486,7 @@ class Store:
         if not event_ids or not self._has_firehose_deliveries:
             return
         con = self._connection
-        touched = pa.Table.from_pylist([{"event_id": e} for e in event_ids], schema=_EVENT_IDS)
+        touched = pa.Table.from_arrays([pa.array(list(event_ids), pa.string())], schema=_EVENT_IDS)
         con.register("_eventscope_touched", touched)
         try:
             # a plain comparison (no "$since IS NULL OR"), so the scan can skip row groups
@@ -506,18 +536,33 @@ class Store:
             )
 
     def _insert_spans(self, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
-        """Insert spans not stored yet; returns the keys of those inserted."""
-        if not rows:
+        """Insert spans not stored yet; returns the keys of those inserted.
+
+        spans has no primary key since schema version 7 (schema_v7_spans.sql): a span is a
+        replay when a stored span has its (trace_id, span_id), looked up among the stored
+        spans that start within this batch's time range (a replay has the same start time),
+        so the scan reads only the row groups of that range.
+        """
+        unique: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault((row["trace_id"], row["span_id"]), row)
+        if not unique:
             return set()
         con = self._connection
-        con.register("_eventscope_batch", pa.Table.from_pylist(rows, schema=_SPANS))
+        data = _arrow(list(unique.values()), _SPANS)
+        bounds = pc.min_max(data.column("start_time"))
+        params = {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}
+        con.register("_eventscope_batch", data)
         try:
-            inserted = con.execute(
-                "INSERT OR IGNORE INTO spans SELECT * FROM _eventscope_batch RETURNING trace_id, span_id"
-            ).fetchall()
+            stored = con.execute(_STORED_SPANS, params).fetchall()
+            for key in stored:
+                unique.pop(key, None)
         finally:
             con.unregister("_eventscope_batch")
-        return set(inserted)
+        if not unique:
+            return set()
+        con.from_arrow(_arrow(list(unique.values()), _SPANS) if stored else data).insert_into("spans")
+        return set(unique)
 
     def _insert_span_deliveries(self, rows: list[dict[str, Any]], new_spans: set[tuple[str, str]]) -> None:
         """Insert the deliveries of the spans just inserted (a span seen before is a replay):
@@ -529,7 +574,7 @@ class Store:
             if key in new_spans:
                 unique.setdefault(key, row)
         if unique:
-            data = pa.Table.from_pylist(list(unique.values()), schema=_DELIVERIES)
+            data = _arrow(list(unique.values()), _DELIVERIES)
             self._insert_arrow("deliveries", data, plain=True)
 
     def _insert_firehose_deliveries(self, rows: list[dict[str, Any]]) -> None:
@@ -540,7 +585,7 @@ class Store:
         if not unique:
             return
         con = self._connection
-        con.register("_eventscope_batch", pa.Table.from_pylist(list(unique.values()), schema=_DELIVERIES))
+        con.register("_eventscope_batch", _arrow(list(unique.values()), _DELIVERIES))
         try:
             con.execute(
                 "INSERT INTO deliveries SELECT * FROM _eventscope_batch b "
@@ -552,10 +597,13 @@ class Store:
     def _insert(self, table: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
         if not rows:
             return
-        self._insert_arrow(table, pa.Table.from_pylist(rows, schema=schema))
+        self._insert_arrow(table, _arrow(rows, schema))
 
     def _insert_arrow(self, table: str, data: pa.Table, *, plain: bool = False) -> None:
         con = self._connection
+        if plain:  # a relation insert: no view to register and drop (~0.5 ms each)
+            con.from_arrow(data).insert_into(table)
+            return
         con.register("_eventscope_batch", data)
         try:
             con.execute(f"INSERT {'' if plain else 'OR IGNORE '}INTO {table} SELECT * FROM _eventscope_batch")
@@ -570,7 +618,7 @@ class Store:
         if not event_ids:
             return
         con = self._connection
-        touched = pa.Table.from_pylist([{"event_id": e} for e in event_ids], schema=_EVENT_IDS)
+        touched = pa.Table.from_arrays([pa.array(list(event_ids), pa.string())], schema=_EVENT_IDS)
         params = {"lo": min(event_ids), "hi": max(event_ids)}
         con.register("_eventscope_touched", touched)
         try:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 from collector_helpers import (
+    CLIENT,
     CONSUMER,
+    INTERNAL,
     PRODUCER,
     new_span_id,
     new_trace,
@@ -14,10 +19,11 @@ from collector_helpers import (
     sid,
     span,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from eventscope.tracer import attributes as A
-from eventscope.tracer.normaliser import normalise, synthesized_event_id
+from eventscope.tracer.normaliser import Normalised, normalise, normalise_protobuf, synthesized_event_id
 
 
 def test_publish_becomes_an_event() -> None:
@@ -182,3 +188,108 @@ def test_values_the_adapter_leaves_out_are_implied() -> None:
     del child.attributes[:]
     child.attributes.extend(kept)
     assert normalise(request(child)).events[0]["correlation_id"] is None  # caused by something: unknown
+
+
+# -- the wire reader: the same rows as the protobuf runtime, or it gives up ------------------
+def _same(request_message: Any, *, max_attributes: int = 1024) -> None:
+    body = request_message.SerializeToString()
+    expected = normalise(ExportTraceServiceRequest.FromString(body), max_attributes=max_attributes)
+    read = normalise_protobuf(body, max_attributes=max_attributes)
+    assert read is not None
+    for name in ("spans", "events", "deliveries", "edges", "nodes", "rejected", "reasons"):
+        assert getattr(read, name) == getattr(expected, name), name
+    for name in ("delivery_needs", "cause_needs", "settle_needs"):
+        assert getattr(read, name) == getattr(expected, name), name
+
+
+def test_wire_reader_reads_what_the_runtime_reads() -> None:
+    trace_id, producer_id, consumer_id = new_trace(), new_span_id(), new_span_id()
+    producer = publish(trace_id=trace_id, event_id="evt-1", span_id=producer_id, causation_id="c-0")
+    consumer = process(trace_id=trace_id, parent=producer_id, event_id=None, queue="q", span_id=consumer_id)
+    failed = process(trace_id=trace_id, parent=producer_id, event_id="evt-1", queue="q", error=True)
+    odd = span("odd \u00e9\u2603", CLIENT, trace_id=trace_id, links=[(new_trace(), new_span_id())])
+    odd.attributes.extend(
+        [
+            KeyValue(
+                key="list", value=AnyValue(array_value={"values": [AnyValue(int_value=-5), AnyValue()]})
+            ),
+            KeyValue(
+                key="map", value=AnyValue(kvlist_value={"values": [KeyValue(key="k", value=AnyValue())]})
+            ),
+            KeyValue(key="raw", value=AnyValue(bytes_value=b"\x00\xff")),
+            KeyValue(key="f", value=AnyValue(double_value=float("nan"))),
+            KeyValue(key="neg", value=AnyValue(int_value=-(2**63))),
+            KeyValue(key="t", value=AnyValue(bool_value=True)),
+            KeyValue(key="empty", value=AnyValue()),
+            KeyValue(key='\u00fcnicode "quoted"', value=AnyValue(string_value="line\nbreak \u2603")),
+            KeyValue(key="list", value=AnyValue(string_value="twice: the last wins")),
+            KeyValue(key=A.MESSAGING_MESSAGE_ID, value=AnyValue(string_value="x" * 300)),
+        ]
+    )
+    odd.kind = 17  # an enum value the runtime keeps as a number
+    odd.status.code = 2
+    legacy = span(
+        "legacy send",
+        PRODUCER,
+        trace_id=trace_id,
+        parent=consumer_id,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.destination": "shop",
+            "messaging.message_id": "m",
+        },
+    )
+    settled = settle(trace_id=trace_id, delivery=consumer_id, outcome="nack", queue="q")
+    bad = span("bad", INTERNAL, trace_id=new_trace())
+    bad.span_id = b"\x00" * 8
+    many = span("many", INTERNAL, trace_id=new_trace(), attributes={f"a{i}": i for i in range(5)})
+    message = request(producer, consumer, failed, odd, legacy, settled, bad, many, service="shop-svc")
+    message.resource_spans.add()  # no resource: no service
+    message.resource_spans[-1].scope_spans.add().spans.append(producer)
+    _same(message)
+    _same(message, max_attributes=4)
+
+
+def test_wire_reader_gives_up_on_what_it_does_not_vouch_for() -> None:
+    body = request(publish(trace_id=new_trace(), event_id="e")).SerializeToString()
+    assert normalise_protobuf(body[:-3]) is None  # truncated
+    assert normalise_protobuf(body + b"\x0a\x05abc") is None  # a field longer than the body
+    assert normalise_protobuf(b"\x0b\x00") is None  # a group
+    bad_text = request(span("n", INTERNAL, trace_id=new_trace(), attributes={"k": "v"})).SerializeToString()
+    assert normalise_protobuf(bad_text.replace(b"\x01v", b"\x01\xff")) is None  # invalid UTF-8
+    assert normalise_protobuf(b"") == Normalised()
+
+
+def test_wire_reader_never_accepts_what_the_runtime_refuses() -> None:
+    """Random corruptions: whenever the wire reader answers, the runtime decodes the body to
+    the same rows; whenever the runtime refuses it, the wire reader gives up.
+    """
+    trace_id, producer_id = new_trace(), new_span_id()
+    body = request(
+        publish(trace_id=trace_id, event_id="evt-1", span_id=producer_id),
+        process(trace_id=trace_id, parent=producer_id, event_id="evt-1", queue="q"),
+    ).SerializeToString()
+    rng = random.Random(5)
+    for _ in range(3000):
+        mutated = bytearray(body)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(mutated))
+            if rng.random() < 0.5:
+                mutated[position] = rng.randrange(256)
+            else:
+                del mutated[position]
+        data = bytes(mutated)
+        read = normalise_protobuf(data)
+        try:
+            decoded = ExportTraceServiceRequest.FromString(data)
+        except Exception:
+            assert read is None
+            continue
+        if read is not None:
+            expected = normalise(decoded)
+            assert (read.spans, read.events, read.deliveries, read.rejected) == (
+                expected.spans,
+                expected.events,
+                expected.deliveries,
+                expected.rejected,
+            )

@@ -243,3 +243,64 @@ def test_read_only_open_and_lock_message(tmp_path: Path) -> None:
             Store.open(path)
     finally:
         holder.communicate("\n")
+
+
+def test_replayed_spans_are_found_whatever_else_their_batch_holds(store: Store) -> None:
+    """Idempotency without a primary key on spans: a replay is found among the stored spans of
+    its batch's time range, also when the replay comes with new spans far away in time.
+    """
+    trace_id, producer_id, consumer_id = new_trace(), new_span_id(), new_span_id()
+    producer = publish(trace_id=trace_id, event_id="A", span_id=producer_id)
+    consumer = process(trace_id=trace_id, parent=producer_id, event_id="A", queue="q", span_id=consumer_id)
+    store.append([normalise(request(producer))])
+    later = publish(trace_id=new_trace(), event_id="B", start_ms=3_600_000)
+    earlier = publish(trace_id=new_trace(), event_id="C", start_ms=-3_600_000)
+    store.append([normalise(request(later, producer, consumer, earlier))])
+    store.append([normalise(request(consumer)), normalise(request(producer, later))])
+    assert rows(store, "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans") == [(4, 4)]
+    assert rows(store, "SELECT count(*) FROM deliveries") == [(1,)]
+    assert rows(store, "SELECT event_id FROM events ORDER BY event_id") == [("A",), ("B",), ("C",)]
+
+
+def test_a_version_4_database_keeps_its_spans(tmp_path: Path) -> None:
+    """Migration 7 rebuilds spans without its primary key: same rows, same column order."""
+    path = tmp_path / "v4.duckdb"
+    store = Store.open(path, grace_s=0)
+    trace_id, producer_id = new_trace(), new_span_id()
+    try:
+        store.append([normalise(request(publish(trace_id=trace_id, event_id="A", span_id=producer_id)))])
+        before = rows(store, "SELECT * FROM spans")
+        columns = rows(store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'spans'")
+    finally:
+        store.close()
+    with duckdb.connect(str(path)) as connection:  # back to version 4: spans with its primary key
+        connection.execute("CREATE TABLE spans_v4 AS SELECT * FROM spans")
+        connection.execute("DROP TABLE spans")
+        connection.execute(_read_schema_v1_spans())
+        connection.execute("INSERT INTO spans SELECT * FROM spans_v4")
+        connection.execute("DROP TABLE spans_v4")
+        connection.execute("DELETE FROM schema_version WHERE version >= 5")
+    store = Store.open(path, grace_s=0)
+    try:
+        assert rows(store, "SELECT * FROM spans") == before
+        assert (
+            rows(store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'spans'")
+            == columns
+        )
+        assert rows(
+            store,
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'spans' "
+            "AND constraint_type = 'PRIMARY KEY'",
+        ) == [(0,)]
+        store.append([normalise(request(publish(trace_id=trace_id, event_id="A", span_id=producer_id)))])
+        assert rows(store, "SELECT count(*) FROM spans") == [(1,)]
+    finally:
+        store.close()
+
+
+def _read_schema_v1_spans() -> str:
+    from importlib import resources
+
+    text = resources.files("eventscope.tracer").joinpath("schema.sql").read_text(encoding="utf-8")
+    start = text.index("CREATE TABLE IF NOT EXISTS spans")
+    return text[start : text.index(");", start) + 2]
