@@ -43,7 +43,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -55,6 +55,7 @@ _MIGRATIONS = {
     5: "schema_v5_flows.sql",
     6: "schema_v6_payloads.sql",
     7: "schema_v7_spans.sql",
+    8: "schema_v8_events.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -199,45 +200,55 @@ _TOPOLOGY = (
 _KEYS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string())])
 _EVENT_IDS = pa.schema([("event_id", pa.string())])
 _STATE_SCOPE = "event_id IN (SELECT event_id FROM _eventscope_touched) AND event_id BETWEEN $lo AND $hi"
-_PAIR_WINDOW_US = 3600 * 1_000_000
+_PAIR_WINDOW_US = 3600 * 1_000_000  # how far before a write's oldest row its partners are looked for
 # The batch's spans already stored (replays): only stored spans in the batch's time range.
 _STORED_SPANS = """
 SELECT s.trace_id, s.span_id
 FROM spans s
 SEMI JOIN _eventscope_batch b ON s.trace_id = b.trace_id AND s.span_id = b.span_id
 WHERE s.start_time BETWEEN $lo AND $hi
-"""  # how far before a write's oldest row its partners are looked for
+"""
 
+# The stored events of a batch's ids, and where each came from (events has no primary key
+# since schema version 8: the writer keeps one row per id). The range lets DuckDB skip row
+# groups by their min/max when ids grow with time (UUIDv7).
+_STORED_EVENTS = """
+SELECT event_id, source FROM events
+WHERE event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM _eventscope_batch)
+"""
 # A span's event meets a firehose row: the producer span's facts win, the broker's routing stays.
 _MERGE_SPAN_EVENT = """
-ON CONFLICT (event_id) DO UPDATE SET
-    event_type = coalesce(excluded.event_type, events.event_type),
-    producer_service = coalesce(excluded.producer_service, events.producer_service),
-    published_at = excluded.published_at,
-    trace_id = excluded.trace_id,
-    span_id = excluded.span_id,
-    causation_id = coalesce(excluded.causation_id, events.causation_id),
-    correlation_id = coalesce(excluded.correlation_id, events.correlation_id),
-    payload_size = coalesce(events.payload_size, excluded.payload_size),
+UPDATE events SET
+    event_type = coalesce(b.event_type, events.event_type),
+    producer_service = coalesce(b.producer_service, events.producer_service),
+    published_at = b.published_at,
+    trace_id = b.trace_id,
+    span_id = b.span_id,
+    causation_id = coalesce(b.causation_id, events.causation_id),
+    correlation_id = coalesce(b.correlation_id, events.correlation_id),
+    payload_size = coalesce(events.payload_size, b.payload_size),
     source = 'both'
-WHERE events.source = 'firehose'
+FROM _eventscope_batch b
+WHERE events.event_id = b.event_id AND events.source = 'firehose' AND events.event_id BETWEEN $lo AND $hi
 """
 # A firehose publish record meets a span's event: the broker's routing fills what spans cannot know.
 _MERGE_FIREHOSE_EVENT = """
-ON CONFLICT (event_id) DO UPDATE SET
-    exchange = excluded.exchange,
-    routing_key = excluded.routing_key,
-    routed_queues = excluded.routed_queues,
-    event_type = coalesce(events.event_type, excluded.event_type),
-    producer_service = coalesce(events.producer_service, excluded.producer_service),
-    trace_id = coalesce(events.trace_id, excluded.trace_id),
-    span_id = coalesce(events.span_id, excluded.span_id),
-    causation_id = coalesce(events.causation_id, excluded.causation_id),
-    correlation_id = coalesce(events.correlation_id, excluded.correlation_id),
-    payload_size = coalesce(events.payload_size, excluded.payload_size),
+UPDATE events SET
+    exchange = b.exchange,
+    routing_key = b.routing_key,
+    routed_queues = b.routed_queues,
+    event_type = coalesce(events.event_type, b.event_type),
+    producer_service = coalesce(events.producer_service, b.producer_service),
+    trace_id = coalesce(events.trace_id, b.trace_id),
+    span_id = coalesce(events.span_id, b.span_id),
+    causation_id = coalesce(events.causation_id, b.causation_id),
+    correlation_id = coalesce(events.correlation_id, b.correlation_id),
+    payload_size = coalesce(events.payload_size, b.payload_size),
     source = 'both'
-WHERE events.source = 'span'
+FROM _eventscope_batch b
+WHERE events.event_id = b.event_id AND events.source = 'span' AND events.event_id BETWEEN $lo AND $hi
 """
+_MERGES = {"span": ("firehose", _MERGE_SPAN_EVENT), "firehose": ("span", _MERGE_FIREHOSE_EVENT)}
 # Attempts of one (event, queue) without a partner yet: the consumer span's and the firehose
 # record's, paired by redelivered flag and order of arrival (1st with 1st, 2nd with 2nd). $since
 # bounds the scan to recent rows (row groups are skipped by their min/max: rows arrive in time
@@ -323,7 +334,6 @@ class Store:
         self.counts = Counts()
         self._had_rows_at_open = False
         self._has_firehose_deliveries = False
-        self._has_firehose_events = False
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -376,10 +386,6 @@ class Store:
                 "SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE record_id IS NOT NULL LIMIT 1)"
             ).fetchall()[0]
             store._has_firehose_deliveries = found > 0
-            (found,) = connection.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM events WHERE source <> 'span' LIMIT 1)"
-            ).fetchall()[0]
-            store._has_firehose_events = found > 0
         except BaseException:
             connection.close()
             raise
@@ -434,11 +440,8 @@ class Store:
         con.execute("BEGIN TRANSACTION")
         try:
             new_spans = self._insert_spans(spans)
-            # a span's event merges only into a firehose row: without any, ignoring is the same
-            self._upsert_events(events, _MERGE_SPAN_EVENT if self._has_firehose_events else None)
-            self._upsert_events(broker_events, _MERGE_FIREHOSE_EVENT)
-            if broker_events:
-                self._has_firehose_events = True
+            self._write_events(events, "span")
+            self._write_events(broker_events, "firehose")
             self._insert_span_deliveries(deliveries, new_spans)
             self._insert_firehose_deliveries(broker_deliveries)
             self._insert("dead_letters", dead_letters, _DEAD_LETTERS)
@@ -460,24 +463,29 @@ class Store:
         self.counts.batches += len(batches)
         self.counts.broker_rows += sum(batch.accepted for batch in broker)
 
-    def _upsert_events(self, rows: list[dict[str, Any]], merge: str | None) -> None:
-        """Insert events; an id already stored from the other side merges (see ``merge``;
-        ``None``: an id already stored is ignored).
+    def _write_events(self, rows: list[dict[str, Any]], side: str) -> None:
+        """Store the events of one side (``span`` or ``firehose``): an id not stored yet is
+        inserted, an id stored from the other side merges (``_MERGES``), an id stored from the
+        same side (a replay, or a second span with the same message id) keeps the first row.
         """
-        if not rows:
-            return
         unique: dict[str, dict[str, Any]] = {}
-        for row in rows:  # ON CONFLICT cannot touch one row twice in a statement: first wins
+        for row in rows:  # the first row of an id wins, as in the stored table
             unique.setdefault(row["event_id"], row)
+        if not unique:
+            return
         con = self._connection
+        params = {"lo": min(unique), "hi": max(unique)}
         con.register("_eventscope_batch", _arrow(list(unique.values()), _EVENTS))
         try:
-            if merge is None:
-                con.execute("INSERT OR IGNORE INTO events SELECT * FROM _eventscope_batch")
-            else:
-                con.execute(f"INSERT INTO events SELECT * FROM _eventscope_batch {merge}")
+            stored = dict(con.execute(_STORED_EVENTS, params).fetchall())
+            other, merge = _MERGES[side]
+            if other in stored.values():
+                con.execute(merge, params)
         finally:
             con.unregister("_eventscope_batch")
+        new = [row for event_id, row in unique.items() if event_id not in stored]
+        if new:
+            con.from_arrow(_arrow(new, _EVENTS)).insert_into("events")
 
     def _reconcile_deliveries(self, event_ids: set[str], since_us: int | None) -> None:
         """Merge each firehose-only delivery into the consumer span's row of the same attempt

@@ -276,7 +276,7 @@ def test_a_version_4_database_keeps_its_spans(tmp_path: Path) -> None:
     with duckdb.connect(str(path)) as connection:  # back to version 4: spans with its primary key
         connection.execute("CREATE TABLE spans_v4 AS SELECT * FROM spans")
         connection.execute("DROP TABLE spans")
-        connection.execute(_read_schema_v1_spans())
+        connection.execute(_read_schema_v1("spans"))
         connection.execute("INSERT INTO spans SELECT * FROM spans_v4")
         connection.execute("DROP TABLE spans_v4")
         connection.execute("DELETE FROM schema_version WHERE version >= 5")
@@ -298,9 +298,48 @@ def test_a_version_4_database_keeps_its_spans(tmp_path: Path) -> None:
         store.close()
 
 
-def _read_schema_v1_spans() -> str:
+def test_a_version_7_database_keeps_its_events(tmp_path: Path) -> None:
+    """Migration 8 rebuilds events without its primary key: same rows, same column order, and
+    an id stays one row.
+    """
+    path = tmp_path / "v7.duckdb"
+    store = Store.open(path, grace_s=0)
+    try:
+        store.append([normalise(request(publish(trace_id=new_trace(), event_id="A", causation_id="Z")))])
+        before = rows(store, "SELECT * FROM events")
+        columns = rows(
+            store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'"
+        )
+    finally:
+        store.close()
+    with duckdb.connect(str(path)) as connection:  # back to version 7: events with its primary key
+        connection.execute("CREATE TABLE events_v7 AS SELECT * FROM events")
+        connection.execute("DROP TABLE events")
+        connection.execute(_read_schema_v1("events"))
+        connection.execute("INSERT INTO events SELECT * FROM events_v7")
+        connection.execute("DROP TABLE events_v7")
+        connection.execute("DELETE FROM schema_version WHERE version >= 8")
+    store = Store.open(path, grace_s=0)
+    try:
+        assert rows(store, "SELECT * FROM events") == before
+        assert (
+            rows(store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'")
+            == columns
+        )
+        assert rows(
+            store,
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events' "
+            "AND constraint_type = 'PRIMARY KEY'",
+        ) == [(0,)]
+        store.append([normalise(request(publish(trace_id=new_trace(), event_id="A")))])  # a second span
+        assert rows(store, "SELECT count(*), any_value(causation_id) FROM events") == [(1, "Z")]
+    finally:
+        store.close()
+
+
+def _read_schema_v1(table: str) -> str:
     from importlib import resources
 
     text = resources.files("eventscope.tracer").joinpath("schema.sql").read_text(encoding="utf-8")
-    start = text.index("CREATE TABLE IF NOT EXISTS spans")
+    start = text.index(f"CREATE TABLE IF NOT EXISTS {table} ")
     return text[start : text.index(");", start) + 2]

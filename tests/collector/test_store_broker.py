@@ -99,8 +99,17 @@ def test_firehose_then_span_and_span_then_firehose_make_one_event(store: Store) 
         "SELECT event_id, source, routed_queues, trace_id, span_id, producer_service, exchange "
         "FROM events ORDER BY event_id",
     )
+    assert len(got) == 2  # one row per event id (events has no primary key since schema v8)
     assert got[0] == ("A", "both", ["billing", "shipping"], trace_id, span_id, "orders", "shop")
     assert got[1][:3] == ("B", "both", [])
+    # both sides in one write, then both replayed in one write: still one merged row
+    span_c = normalise(request(publish(trace_id=new_trace(), event_id="C")))
+    seen_c = firehose(record("publish", "shop", message_id="C", routed=["billing"]))
+    store.append([span_c, seen_c])
+    store.append([seen_c, span_c])
+    assert rows(store, "SELECT source, routed_queues FROM events WHERE event_id = 'C'") == [
+        ("both", ["billing"])
+    ]
     # the producer span's time wins: it is when the publish happened
     assert rows(store, "SELECT epoch_us(published_at) FROM events WHERE event_id = 'A'") == [(T0_NS // 1000,)]
 
