@@ -422,8 +422,8 @@ WHERE ($since IS NULL OR e.published_at >= CAST($since AS TIMESTAMPTZ))
         SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id
           AND (d.outcome = $outcome OR ($outcome = 'unsettled' AND d.outcome IS NULL))))
   AND ($payload_path IS NULL OR EXISTS (
-        SELECT 1 FROM payloads p WHERE p.event_id = e.event_id AND p.is_json
-          AND json_extract_string(p.body, $payload_path) = $payload_value))
+        SELECT 1 FROM payloads p WHERE p.event_id = e.event_id
+          AND CASE WHEN p.is_json THEN json_extract_string(p.body, $payload_path) END = $payload_value))
 """
 
 _EVENTS_PAGE = f"""

@@ -14,7 +14,7 @@ import pytest
 from collector_helpers import RunningCollector
 
 from eventscope.adapters.pika import instrument_channel
-from eventscope.tracer import queries
+from eventscope.tracer import payloads, queries
 from eventscope.tracer.broker import normalise_firehose
 from eventscope.tracer.collector import CollectorConfig
 from eventscope.tracer.firehose import parse_record
@@ -59,7 +59,14 @@ def test_the_cap_cuts_on_a_character_boundary_and_a_cut_body_is_not_json() -> No
     [
         (b"plain words", "text/plain", None, "plain words"),
         (b"plain words", None, None, "plain words"),
-        (b"{not json", "application/json", None, "{not json"),  # kept as text, not redactable
+        (b"{not json", "application/json", None, None),  # looks like JSON, is not: fail closed
+        (b'{"password":"p","card_number":"4111",}', None, None, None),  # trailing comma
+        (b'{"order_id":1,"amount":NaN}', "application/json", None, None),  # not strict JSON
+        (b'{"password":"p","n":' + b"1" * 5000 + b"}", "application/json", None, None),  # int too long
+        (b'{"note":"\\ud800"}', "application/json", None, None),  # a lone surrogate
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", None, None),  # too deep
+        (b"user=a&password=hunter2", "application/x-www-form-urlencoded", None, None),  # names a secret
+        (b"my api-key is 42", "text/plain", None, None),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "image/png", None, None),  # binary
         (b"still text", "application/octet-stream", None, None),  # declared as not text
         (b"\x1f\x8b\x08\x00", "application/json", "gzip", None),  # encoded
@@ -71,6 +78,45 @@ def test_what_is_kept_of_bodies_that_are_not_json(
     row = _capture(body, content_type, encoding)
     assert row["body"] == expected_body
     assert not row["is_json"] and row["size"] == len(body)
+
+
+def test_secret_names_match_without_case_separators_and_by_suffix() -> None:
+    body = {
+        "accessToken": "t",
+        "clientSecret": "s",
+        "x-api-key": "k",
+        "cardNumber": "4111",
+        "db_password": "p",
+        "EMAIL": "a@b.c",  # from --redact email
+        "tokens_used": 3,  # a name that merely contains a secret's name stays
+        "order_id": 42,
+    }
+    row = _capture(json.dumps(body).encode())
+    kept = json.loads(row["body"])
+    assert row["redacted"] == 6
+    assert {key for key, value in kept.items() if value == REDACTED} == {
+        "accessToken",
+        "clientSecret",
+        "x-api-key",
+        "cardNumber",
+        "db_password",
+        "EMAIL",
+    }
+
+
+def test_a_huge_body_is_not_parsed_on_the_taps_thread() -> None:
+    body = json.dumps({"items": ["x" * 100] * 5_000}).encode()  # ~500 kB, above 64 x 200 bytes
+    row = _capture(body)
+    assert row["body"] is None and row["size"] == len(body)
+
+
+def test_capture_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(payloads, "_redact", broken)
+    row = _capture(b'{"a": 1}')
+    assert row["body"] is None and row["size"] == 8 and payloads.failures >= 1
 
 
 def test_a_capture_policy_needs_a_positive_cap() -> None:
