@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import duckdb
 import pyarrow as pa
 
-__all__ = ["assign", "rebuild", "write_edges"]
+__all__ = ["assign", "has_unflowed", "rebuild", "write_edges"]
 
 Edge = tuple[str, str, str]  # cause_event_id, effect_event_id, via
 FlowEdge = tuple[str, str, str, str]  # the same and its flow_id
@@ -39,17 +39,29 @@ _EDGES = pa.schema(
 )
 _RELABEL = pa.schema([("old_flow", pa.string()), ("new_flow", pa.string())])
 
-# The stored edges that touch the ids of a batch's edges: their flows, and which of the batch's
-# edges are stored already (causal_edges has no primary key since schema version 5). The ranges
-# let DuckDB skip row groups by their min/max when ids grow with time (UUIDv7); IN alone would
-# read every group.
-_STORED_EDGES = """
-SELECT cause_event_id, effect_event_id, flow_id FROM causal_edges
-WHERE cause_event_id BETWEEN $lo AND $hi AND cause_event_id IN (SELECT event_id FROM _eventscope_ids)
-UNION ALL
-SELECT cause_event_id, effect_event_id, flow_id FROM causal_edges
-WHERE effect_event_id BETWEEN $lo AND $hi AND effect_event_id IN (SELECT event_id FROM _eventscope_ids)
+# What is stored of a batch's edges (causal_edges has no primary key since schema version 5):
+# the flow of each id they touch (NULL flows mean edges written by hand, which the collector
+# repairs), and which of the pairs exist already. Both answers have at most the batch's size,
+# whatever the fan-out of the ids. The ranges let DuckDB skip row groups by their min/max when
+# ids grow with time (UUIDv7); IN alone would read every group.
+_STORED_FLOWS = """
+SELECT id, min(flow_id) AS flow_id, bool_or(flow_id IS NULL) AS unflowed
+FROM (
+    SELECT cause_event_id AS id, flow_id FROM causal_edges
+    WHERE cause_event_id BETWEEN $lo AND $hi AND cause_event_id IN (SELECT event_id FROM _eventscope_ids)
+    UNION ALL
+    SELECT effect_event_id AS id, flow_id FROM causal_edges
+    WHERE effect_event_id BETWEEN $lo AND $hi AND effect_event_id IN (SELECT event_id FROM _eventscope_ids)
+)
+GROUP BY id
 """
+_STORED_PAIRS = """
+SELECT c.cause_event_id, c.effect_event_id
+FROM causal_edges c
+SEMI JOIN _eventscope_pairs p ON c.cause_event_id = p.cause_event_id AND c.effect_event_id = p.effect_event_id
+WHERE c.cause_event_id BETWEEN $lo AND $hi
+"""
+_PAIRS = pa.schema([("cause_event_id", pa.string()), ("effect_event_id", pa.string())])
 
 
 class _Components:
@@ -113,21 +125,23 @@ def write_edges(connection: duckdb.DuckDBPyConnection, edges: Iterable[Edge]) ->
         unique.setdefault((cause, effect), via)  # one edge per pair, as the primary key had it
     if not unique:
         return
-    ids = sorted({event_id for pair in unique for event_id in pair})
-    connection.register("_eventscope_ids", pa.table({"event_id": ids}, schema=_IDS))
+    causes = [pair[0] for pair in unique]
+    pairs = pa.table(
+        {"cause_event_id": causes, "effect_event_id": [pair[1] for pair in unique]}, schema=_PAIRS
+    )
+    connection.register("_eventscope_pairs", pairs)
     try:
-        rows = connection.execute(_STORED_EDGES, {"lo": ids[0], "hi": ids[-1]}).fetchall()
+        found = connection.execute(_STORED_PAIRS, {"lo": min(causes), "hi": max(causes)}).fetchall()
     finally:
-        connection.unregister("_eventscope_ids")
-    stored: dict[str, str] = {}
-    for cause, effect, flow_id in rows:
-        unique.pop((cause, effect), None)
-        if flow_id is not None:
-            for event_id in (cause, effect):
-                if event_id not in stored or flow_id < stored[event_id]:
-                    stored[event_id] = flow_id
+        connection.unregister("_eventscope_pairs")
+    for pair in found:
+        unique.pop(pair, None)
     if not unique:
         return
+    stored = _stored_flows(connection, sorted({event_id for pair in unique for event_id in pair}))
+    if stored is None:  # edges without a flow (written by hand) touch these: give every edge one
+        rebuild(connection)
+        stored = _stored_flows(connection, sorted({event_id for pair in unique for event_id in pair})) or {}
     assigned, renamed = assign([(c, e, via) for (c, e), via in unique.items()], stored)
     if renamed:
         relabel = pa.table({"old_flow": list(renamed), "new_flow": list(renamed.values())}, schema=_RELABEL)
@@ -142,6 +156,28 @@ def write_edges(connection: duckdb.DuckDBPyConnection, edges: Iterable[Edge]) ->
     columns = list(zip(*assigned, strict=True))
     data = pa.table(dict(zip(_EDGES.names, columns, strict=True)), schema=_EDGES)
     connection.from_arrow(data).insert_into("causal_edges")
+
+
+def _stored_flows(connection: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, str] | None:
+    """The flow id of each of ``ids`` that stored edges touch; None if one of those edges has
+    no flow id.
+    """
+    connection.register("_eventscope_ids", pa.table({"event_id": ids}, schema=_IDS))
+    try:
+        rows = connection.execute(_STORED_FLOWS, {"lo": ids[0], "hi": ids[-1]}).fetchall()
+    finally:
+        connection.unregister("_eventscope_ids")
+    if any(unflowed for _, _, unflowed in rows):
+        return None
+    return {event_id: flow_id for event_id, flow_id, _ in rows}
+
+
+def has_unflowed(connection: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any edge lacks a flow id (a migration cut short, or edges written by hand)."""
+    found = connection.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM causal_edges WHERE flow_id IS NULL LIMIT 1)"
+    )
+    return found.fetchall()[0][0] > 0
 
 
 def rebuild(connection: duckdb.DuckDBPyConnection) -> int:

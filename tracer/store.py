@@ -60,7 +60,6 @@ _MIGRATIONS = {
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
 _STATE_VERSION = 4  # the migration that adds delivery_state: fill it for the rows already there
-_FLOWS_VERSION = 5  # the migration that adds causal_edges.flow_id: fill it for the edges already there
 _KIND_CODES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 _SANDBOX = {
     "enable_external_access": False,
@@ -373,7 +372,7 @@ class Store:
             connection.execute(_read_sql(_VIEWS))
             if _STATE_VERSION in applied:
                 _rebuild_state(connection)
-            if _FLOWS_VERSION in applied:
+            if flows.has_unflowed(connection):  # migrated to v5 (also if a later step failed)
                 flows.rebuild(connection)
             connection.execute(
                 "INSERT OR REPLACE INTO collector_settings VALUES ('grace_s', ?)", [repr(float(grace_s))]

@@ -184,3 +184,39 @@ def test_edges_inserted_by_hand_without_a_flow_are_still_walked(store: Store) ->
         ]
     finally:
         reader.close()
+
+
+def test_an_edge_written_by_hand_gets_a_flow_when_the_writer_touches_it(store: Store) -> None:
+    reader = store.reader()
+    try:
+        reader.execute("INSERT INTO causal_edges VALUES ('A', 'B', 'causation_id', NULL)")
+    finally:
+        reader.close()
+    store.append([_edge_batch([("B", "C")])])  # joins the hand-made edge: every edge gets a flow
+    _components_have_one_flow(store)
+    assert rows_of(store, "SELECT event_id, depth FROM chain('A')") == [("A", 0), ("B", 1), ("C", 2)]
+
+
+def test_flow_ids_missing_after_an_interrupted_migration_are_filled_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "cut.duckdb"
+    store = Store.open(path, grace_s=0)
+    try:
+        store.append([_edge_batch([("A", "B"), ("B", "C")])])
+    finally:
+        store.close()
+    with duckdb.connect(str(path)) as connection:  # version 5 committed, its flows never filled
+        connection.execute("UPDATE causal_edges SET flow_id = NULL")
+    store = Store.open(path, grace_s=0)
+    try:
+        _components_have_one_flow(store)
+        assert rows_of(store, "SELECT event_id FROM chain('A')") == [("A",), ("B",), ("C",)]
+    finally:
+        store.close()
+
+
+def rows_of(store: Store, sql: str) -> list[tuple]:
+    reader = store.reader()
+    try:
+        return reader.execute(sql).fetchall()
+    finally:
+        reader.close()
