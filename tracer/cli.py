@@ -360,24 +360,28 @@ def _collect(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"eventscope collect: {args.config} is not valid; nothing started:\n{exc}", file=sys.stderr)
             return 1
-    config = CollectorConfig(
-        db_path=args.db,
-        grace_s=args.grace,
-        retention_s=args.retention,
-        max_body=args.max_body,
-        token=args.token or None,
-        grpc_listen=_address(*args.grpc) if args.grpc else None,
-        capture=PayloadCapture.with_fields(args.redact, max_bytes=args.payload_max_bytes)
-        if args.capture_payloads
-        else None,
-        amqp_url=args.amqp_url or None,
-        firehose=args.firehose,
-        trace_on=args.trace_on,
-        dlx=tuple(args.dlx),
-        management_url=args.management_url or None,
-        management_interval_s=args.management_interval or 5.0,
-        alerts=alerts,
-    )
+    try:
+        config = CollectorConfig(
+            db_path=args.db,
+            grace_s=args.grace,
+            retention_s=args.retention,
+            max_body=args.max_body,
+            token=args.token or None,
+            grpc_listen=_address(*args.grpc) if args.grpc else None,
+            capture=PayloadCapture.with_fields(args.redact, max_bytes=args.payload_max_bytes)
+            if args.capture_payloads
+            else None,
+            amqp_url=args.amqp_url or None,
+            firehose=args.firehose,
+            trace_on=args.trace_on,
+            dlx=tuple(args.dlx),
+            management_url=args.management_url or None,
+            management_interval_s=args.management_interval or 5.0,
+            alerts=alerts,
+        )
+    except ValueError as exc:  # options that do not go together, or grpcio missing for --grpc
+        print(f"eventscope collect: {exc}", file=sys.stderr)
+        return 2
     # uvicorn re-raises the signal that stopped it to the handlers it found: make those ours,
     # so a SIGTERM/SIGINT shutdown (flushed and closed) ends with exit status 0.
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import importlib.util
 import inspect
 import json
 import logging
@@ -113,6 +114,8 @@ class CollectorConfig:
             raise ValueError("retention_s must be positive")
         if (self.firehose or self.dlx) and not self.amqp_url:
             raise ValueError("the firehose and dead-letter taps need amqp_url")
+        if self.grpc_listen is not None and importlib.util.find_spec("grpc") is None:
+            raise ValueError("OTLP/gRPC needs grpcio: pip install 'eventscope[collector]' (or grpcio)")
         if self.capture is not None and not self.firehose:
             raise ValueError("payload capture reads bodies from the firehose: it needs the firehose tap")
         if self.management_interval_s <= 0 or self.broker_flush_s <= 0:

@@ -4,7 +4,9 @@ The same pipeline as OTLP/HTTP: decode, normalise, the writer's queue, and the a
 once the batch is committed. Status codes follow the OTLP specification ("OTLP/gRPC
 Response"): ``OK`` with ``partial_success`` when some spans were invalid; ``INVALID_ARGUMENT``
 for a request that does not decode (not retried by exporters); ``UNAVAILABLE`` when the write
-queue is full or the batch could not be stored (retried, with backoff); ``RESOURCE_EXHAUSTED``
+queue is full or the commit did not come within the call's deadline (retried, with backoff;
+a retry is stored once); ``INTERNAL`` when storing the batch failed (not retried, like HTTP's
+500); ``RESOURCE_EXHAUSTED``
 from gRPC itself above the body limit (``max_body``, the same as for HTTP, after
 decompression); ``UNAUTHENTICATED`` without the collector's bearer token.
 
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _DEFAULT_WORKERS = 8
 _DEFAULT_COMMIT_WAIT_S = 60.0
-_DEFAULT_STOP_GRACE_S = 5.0
+_DEFAULT_STOP_GRACE_S = _DEFAULT_COMMIT_WAIT_S  # a call in flight may wait that long for its commit
 
 
 class GrpcReceiver:
@@ -121,7 +123,8 @@ class GrpcReceiver:
                 self._answer(context, grpc.StatusCode.UNAVAILABLE, "the batch was not committed in time")
             except Exception:
                 logger.exception("a batch could not be stored")
-                self._answer(context, grpc.StatusCode.UNAVAILABLE, "the batch could not be stored")
+                # not retryable, like OTLP/HTTP's 500: the same batch would fail again
+                self._answer(context, grpc.StatusCode.INTERNAL, "the batch could not be stored")
             collector.count_accepted(batch)
         response = ExportTraceServiceResponse()
         if batch.rejected:

@@ -82,8 +82,9 @@ class Writer:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="eventscope-writer", daemon=True)
         self._accepting = True
-        self.refused = 0
+        self.refused = 0  # submits refused (queue full): from HTTP, gRPC and tap threads at once
         self.failed = 0
+        self._count_lock = threading.Lock()
         # called on the writer thread with the batches of each commit (the alert engine's feed);
         # it must be quick and must not raise
         self.on_commit: Callable[[list[Batch]], None] | None = None
@@ -107,7 +108,8 @@ class Writer:
         try:
             return self._put(batch)
         except queue.Full:
-            self.refused += 1
+            with self._count_lock:
+                self.refused += 1
             raise WriteQueueFull(f"write queue full ({self.max_pending} batches waiting)") from None
 
     def _put(self, batch: Batch) -> Future[None]:

@@ -215,3 +215,22 @@ def test_eventscope_collect_grpc_flag(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+def test_grpc_without_grpcio_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a)
+    )
+    with pytest.raises(ValueError, match="needs grpcio"):
+        CollectorConfig(db_path=str(tmp_path / "x.duckdb"), grpc_listen="127.0.0.1:0")
+    from eventscope.tracer import cli
+
+    args = ["collect", "--db", str(tmp_path / "x.duckdb"), "--listen", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]
+    assert cli.main(args) == 2  # a message, no traceback, nothing opened
+    assert "needs grpcio" in capsys.readouterr().err
+    assert not (tmp_path / "x.duckdb").exists()
