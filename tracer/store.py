@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,7 +32,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from eventscope.tracer import flows
 from eventscope.tracer.broker import BrokerBatch, Topology
@@ -296,6 +295,24 @@ def _arrow(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     )
 
 
+_CLUSTER_GAP_US = 600 * 1_000_000  # start times further apart than this are looked up apart
+
+
+def _time_clusters(times_us: Iterable[int]) -> list[tuple[int, int]]:
+    """The (first, last) of each run of sorted times with no gap above ``_CLUSTER_GAP_US``."""
+    clusters: list[tuple[int, int]] = []
+    for at in sorted(times_us):
+        if clusters and at - clusters[-1][1] <= _CLUSTER_GAP_US:
+            clusters[-1] = (clusters[-1][0], at)
+        else:
+            clusters.append((at, at))
+    return clusters
+
+
+def _ts(us: int) -> Any:
+    return pa.scalar(us, _TS).as_py()
+
+
 def _read_sql(name: str) -> str:
     return resources.files("eventscope.tracer").joinpath(name).read_text(encoding="utf-8")
 
@@ -547,8 +564,10 @@ class Store:
 
         spans has no primary key since schema version 7 (schema_v7_spans.sql): a span is a
         replay when a stored span has its (trace_id, span_id), looked up among the stored
-        spans that start within this batch's time range (a replay has the same start time),
-        so the scan reads only the row groups of that range.
+        spans that start within this batch's time ranges (a replay has the same start time),
+        so the scan reads only the row groups of those ranges: one range per cluster of start
+        times, so that one stray span (a start time of 0, a day-old retry) does not make the
+        lookup read the whole table.
         """
         unique: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
@@ -557,15 +576,15 @@ class Store:
             return set()
         con = self._connection
         data = _arrow(list(unique.values()), _SPANS)
-        bounds = pc.min_max(data.column("start_time"))
-        params = {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}
         con.register("_eventscope_batch", data)
+        stored = []
         try:
-            stored = con.execute(_STORED_SPANS, params).fetchall()
-            for key in stored:
-                unique.pop(key, None)
+            for lo, hi in _time_clusters(row["start_time"] for row in unique.values()):
+                stored += con.execute(_STORED_SPANS, {"lo": _ts(lo), "hi": _ts(hi)}).fetchall()
         finally:
             con.unregister("_eventscope_batch")
+        for key in stored:
+            unique.pop(key, None)
         if not unique:
             return set()
         con.from_arrow(_arrow(list(unique.values()), _SPANS) if stored else data).insert_into("spans")

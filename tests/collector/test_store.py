@@ -343,3 +343,12 @@ def _read_schema_v1(table: str) -> str:
     text = resources.files("eventscope.tracer").joinpath("schema.sql").read_text(encoding="utf-8")
     start = text.index(f"CREATE TABLE IF NOT EXISTS {table} ")
     return text[start : text.index(");", start) + 2]
+
+
+def test_replay_lookups_read_one_range_per_cluster_of_start_times() -> None:
+    from eventscope.tracer.store import _CLUSTER_GAP_US, _time_clusters
+
+    minute = 60_000_000
+    stray = 0  # an unset start time
+    times = [10 * minute, 10 * minute + 5, stray, 11 * minute, 10 * minute + 5 + _CLUSTER_GAP_US + 1]
+    assert _time_clusters(times) == [(0, 0), (10 * minute, 11 * minute), (times[-1], times[-1])]
