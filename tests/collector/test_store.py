@@ -350,5 +350,5 @@ def test_replay_lookups_read_one_range_per_cluster_of_start_times() -> None:
 
     minute = 60_000_000
     stray = 0  # an unset start time
-    times = [10 * minute, 10 * minute + 5, stray, 11 * minute, 10 * minute + 5 + _CLUSTER_GAP_US + 1]
+    times = [10 * minute, 10 * minute + 5, stray, 11 * minute, 11 * minute + _CLUSTER_GAP_US + 1]
     assert _time_clusters(times) == [(0, 0), (10 * minute, 11 * minute), (times[-1], times[-1])]
