@@ -348,7 +348,7 @@ def _read_schema_v1(table: str) -> str:
 def test_replay_lookups_read_one_range_per_cluster_of_start_times() -> None:
     from eventscope.tracer.store import _CLUSTER_GAP_US, _time_clusters
 
-    minute = 60_000_000
+    hour, minute = 3_600_000_000, 60_000_000
     stray = 0  # an unset start time
-    times = [10 * minute, 10 * minute + 5, stray, 11 * minute, 11 * minute + _CLUSTER_GAP_US + 1]
-    assert _time_clusters(times) == [(0, 0), (10 * minute, 11 * minute), (times[-1], times[-1])]
+    times = [hour, hour + 5, stray, hour + minute, hour + minute + _CLUSTER_GAP_US + 1]
+    assert _time_clusters(times) == [(0, 0), (hour, hour + minute), (times[-1], times[-1])]
