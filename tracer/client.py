@@ -13,6 +13,8 @@ import io
 import os
 from typing import Any, Protocol
 
+import duckdb
+
 from eventscope.tracer import queries
 
 __all__ = ["DEFAULT_API", "ApiSource", "FileSource", "Source", "SourceError", "open_source"]
@@ -58,12 +60,15 @@ class FileSource:
             self._connection = connect_read_only(path)
         except (StoreLocked, FileNotFoundError) as exc:
             raise SourceError(str(exc)) from None
+        self._outdated = _outdated(self._connection, path)
 
     def _ask(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         cursor = self._connection.cursor()  # one per question: callers may share the source across threads
         try:
             return function(cursor, *args, **kwargs)
         except (queries.SqlRejected, queries.SqlError, queries.SqlTimeout) as exc:
+            if self._outdated and "Catalog Error" in str(exc):  # what this eventscope adds is missing
+                raise SourceError(f"{self._outdated}. {exc}") from None
             raise SourceError(str(exc)) from None
         finally:
             cursor.close()
@@ -93,6 +98,22 @@ class FileSource:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _outdated(connection: Any, path: str) -> str | None:
+    """A hint when the file's schema is older than this eventscope's (read-only: not migrated)."""
+    from eventscope.tracer.store import SCHEMA_VERSION
+
+    try:
+        (version,) = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0]
+    except duckdb.Error:
+        return None
+    if version >= SCHEMA_VERSION:
+        return None
+    return (
+        f"{path} has schema version {version}, this eventscope reads {SCHEMA_VERSION}: run "
+        f"`eventscope collect --db {path}` once (then stop it) to migrate the file"
+    )
 
 
 class ApiSource:

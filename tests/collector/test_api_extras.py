@@ -151,3 +151,29 @@ def test_read_commands_against_the_api_and_the_file(running_collector, tmp_path)
         source.close()
     as_json = _cli("sql", "--db", db, "--format", "json", "select event_id from events order by 1")
     assert [row["event_id"] for row in json.loads(as_json.stdout)] == ["evt-a", "evt-b", "evt-c"]
+
+
+def test_a_file_of_an_older_schema_read_post_mortem_says_how_to_migrate(tmp_path):
+    import duckdb
+
+    from eventscope.tracer.store import Store
+
+    path = tmp_path / "old.duckdb"
+    Store.open(path).close()
+    with duckdb.connect(str(path)) as connection:  # as a version 4 file is: no payloads, no flow_edges
+        connection.execute("DROP TABLE payloads")
+        connection.execute("DROP MACRO TABLE flow_edges")
+        connection.execute("DELETE FROM schema_version WHERE version >= 5")
+    source = FileSource(str(path))
+    try:
+        assert source.sql("SELECT count(*) FROM events").rows == [(0,)]  # plain SQL still works
+        with pytest.raises(SourceError, match=r"schema version 4.*eventscope collect --db .* once"):
+            source.ask("events_page")
+    finally:
+        source.close()
+    Store.open(path).close()  # what the hint says: the collector migrates it
+    source = FileSource(str(path))
+    try:
+        assert source.ask("events_page")["total"] == 0
+    finally:
+        source.close()
