@@ -19,6 +19,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from eventscope.tracer import attributes as A
 from eventscope.tracer.collector import Collector, CollectorConfig, create_app
+from eventscope.tracer.store import Store
 
 PRODUCER = Span.SPAN_KIND_PRODUCER
 CONSUMER = Span.SPAN_KIND_CONSUMER
@@ -189,6 +190,15 @@ def request(*spans: Span, service: str = "orders") -> ExportTraceServiceRequest:
 
 def sid(message: Span) -> str:
     return message.span_id.hex()
+
+
+def rows(store: Store, sql: str) -> list[tuple]:
+    """The rows of ``sql`` on a reader of ``store``."""
+    reader = store.reader()
+    try:
+        return reader.execute(sql).fetchall()
+    finally:
+        reader.close()
 
 
 class RunningCollector:

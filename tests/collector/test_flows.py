@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from collector_helpers import new_trace, publish, request
+from collector_helpers import new_trace, publish, request, rows
 
 from eventscope.tracer import flows, queries
 from eventscope.tracer.normaliser import normalise
@@ -194,7 +194,7 @@ def test_an_edge_written_by_hand_gets_a_flow_when_the_writer_touches_it(store: S
         reader.close()
     store.append([_edge_batch([("B", "C")])])  # joins the hand-made edge: every edge gets a flow
     _components_have_one_flow(store)
-    assert rows_of(store, "SELECT event_id, depth FROM chain('A')") == [("A", 0), ("B", 1), ("C", 2)]
+    assert rows(store, "SELECT event_id, depth FROM chain('A')") == [("A", 0), ("B", 1), ("C", 2)]
 
 
 def test_flow_ids_missing_after_an_interrupted_migration_are_filled_on_open(tmp_path: Path) -> None:
@@ -209,14 +209,6 @@ def test_flow_ids_missing_after_an_interrupted_migration_are_filled_on_open(tmp_
     store = Store.open(path, grace_s=0)
     try:
         _components_have_one_flow(store)
-        assert rows_of(store, "SELECT event_id FROM chain('A')") == [("A",), ("B",), ("C",)]
+        assert rows(store, "SELECT event_id FROM chain('A')") == [("A",), ("B",), ("C",)]
     finally:
         store.close()
-
-
-def rows_of(store: Store, sql: str) -> list[tuple]:
-    reader = store.reader()
-    try:
-        return reader.execute(sql).fetchall()
-    finally:
-        reader.close()

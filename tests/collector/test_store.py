@@ -8,19 +8,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from collector_helpers import new_span_id, new_trace, process, publish, request, settle
+from collector_helpers import new_span_id, new_trace, process, publish, request, rows, settle
 
 from eventscope.tracer import queries
 from eventscope.tracer.normaliser import normalise, synthesized_event_id
 from eventscope.tracer.store import SCHEMA_VERSION, Store, StoreLocked, connect_read_only
-
-
-def rows(store: Store, sql: str) -> list[tuple]:
-    reader = store.reader()
-    try:
-        return reader.execute(sql).fetchall()
-    finally:
-        reader.close()
 
 
 def test_open_migrates_once_and_reopens(tmp_path: Path) -> None:
@@ -262,77 +254,48 @@ def test_replayed_spans_are_found_whatever_else_their_batch_holds(store: Store) 
     assert rows(store, "SELECT event_id FROM events ORDER BY event_id") == [("A",), ("B",), ("C",)]
 
 
-def test_a_version_4_database_keeps_its_spans(tmp_path: Path) -> None:
-    """Migration 7 rebuilds spans without its primary key: same rows, same column order."""
-    path = tmp_path / "v4.duckdb"
-    store = Store.open(path, grace_s=0)
-    trace_id, producer_id = new_trace(), new_span_id()
-    try:
-        store.append([normalise(request(publish(trace_id=trace_id, event_id="A", span_id=producer_id)))])
-        before = rows(store, "SELECT * FROM spans")
-        columns = rows(store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'spans'")
-    finally:
-        store.close()
-    with duckdb.connect(str(path)) as connection:  # back to version 4: spans with its primary key
-        connection.execute("CREATE TABLE spans_v4 AS SELECT * FROM spans")
-        connection.execute("DROP TABLE spans")
-        connection.execute(_read_schema_v1("spans"))
-        connection.execute("INSERT INTO spans SELECT * FROM spans_v4")
-        connection.execute("DROP TABLE spans_v4")
-        connection.execute("DELETE FROM schema_version WHERE version >= 5")
-    store = Store.open(path, grace_s=0)
-    try:
-        assert rows(store, "SELECT * FROM spans") == before
-        assert (
-            rows(store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'spans'")
-            == columns
-        )
-        assert rows(
-            store,
-            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'spans' "
-            "AND constraint_type = 'PRIMARY KEY'",
-        ) == [(0,)]
-        store.append([normalise(request(publish(trace_id=trace_id, event_id="A", span_id=producer_id)))])
-        assert rows(store, "SELECT count(*) FROM spans") == [(1,)]
-    finally:
-        store.close()
-
-
-def test_a_version_7_database_keeps_its_events(tmp_path: Path) -> None:
-    """Migration 8 rebuilds events without its primary key: same rows, same column order, and
-    an id stays one row.
+@pytest.mark.parametrize(("table", "version"), [("spans", 7), ("events", 8)])
+def test_a_table_rebuilt_without_its_primary_key_keeps_its_rows(
+    tmp_path: Path, table: str, version: int
+) -> None:
+    """Migrations 7 (spans) and 8 (events) rebuild a table without its primary key: the same
+    rows and column order, and still one row per span / event.
     """
-    path = tmp_path / "v7.duckdb"
+    path = tmp_path / "keyed.duckdb"
+    trace_id, producer_id = new_trace(), new_span_id()
+    first = publish(trace_id=trace_id, event_id="A", span_id=producer_id, causation_id="Z")
     store = Store.open(path, grace_s=0)
     try:
-        store.append([normalise(request(publish(trace_id=new_trace(), event_id="A", causation_id="Z")))])
-        before = rows(store, "SELECT * FROM events")
+        store.append([normalise(request(first))])
+        before = rows(store, f"SELECT * FROM {table}")
         columns = rows(
-            store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'"
+            store, f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'"
         )
     finally:
         store.close()
-    with duckdb.connect(str(path)) as connection:  # back to version 7: events with its primary key
-        connection.execute("CREATE TABLE events_v7 AS SELECT * FROM events")
-        connection.execute("DROP TABLE events")
-        connection.execute(_read_schema_v1("events"))
-        connection.execute("INSERT INTO events SELECT * FROM events_v7")
-        connection.execute("DROP TABLE events_v7")
-        connection.execute("DELETE FROM schema_version WHERE version >= 8")
+    with duckdb.connect(str(path)) as connection:  # back to the version before: the keyed table
+        connection.execute(f"CREATE TABLE {table}_keyed AS SELECT * FROM {table}")
+        connection.execute(f"DROP TABLE {table}")
+        connection.execute(_read_schema_v1(table))
+        connection.execute(f"INSERT INTO {table} SELECT * FROM {table}_keyed")
+        connection.execute(f"DROP TABLE {table}_keyed")
+        connection.execute(f"DELETE FROM schema_version WHERE version >= {version}")
     store = Store.open(path, grace_s=0)
     try:
-        assert rows(store, "SELECT * FROM events") == before
+        assert rows(store, f"SELECT * FROM {table}") == before
         assert (
-            rows(store, "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'")
+            rows(store, f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'")
             == columns
         )
         assert rows(
             store,
-            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events' "
+            f"SELECT count(*) FROM duckdb_constraints() WHERE table_name = '{table}' "
             "AND constraint_type = 'PRIMARY KEY'",
         ) == [(0,)]
-        store.append([normalise(request(publish(trace_id=new_trace(), event_id="A")))])  # a second span
+        store.append([normalise(request(first))])  # a replay
+        store.append([normalise(request(publish(trace_id=new_trace(), event_id="A")))])  # same id, new span
         assert rows(store, "SELECT count(*), any_value(causation_id) FROM events") == [(1, "Z")]
+        assert rows(store, f"SELECT count(*) FROM spans WHERE span_id = '{producer_id}'") == [(1,)]
     finally:
         store.close()
 

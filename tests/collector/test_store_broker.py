@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from collector_helpers import new_span_id, new_trace, process, publish, request, sid
+from collector_helpers import new_span_id, new_trace, process, publish, request, rows, sid
 
 from eventscope.tracer import queries
 from eventscope.tracer.broker import (
@@ -29,14 +29,6 @@ from eventscope.tracer.store import SCHEMA_VERSION, Store
 
 T0_NS = 1_700_000_000_000_000_000  # the span helpers' epoch (2023)
 MS = 1_000_000
-
-
-def rows(store: Store, sql: str) -> list[tuple]:
-    reader = store.reader()
-    try:
-        return reader.execute(sql).fetchall()
-    finally:
-        reader.close()
 
 
 def orphans(store: Store, grace_s: float = 0) -> set[tuple]:
