@@ -40,6 +40,26 @@ for orphan in own_orphans.itertuples():
     queue = orphan.queue if isinstance(orphan.queue, str) else "(no queue)"
     st.error(f"Orphan: {orphan.reason} at {queue} ({orphan.age_s:.0f} s old)")
 
+payloads = detail["payloads"]
+own_payload = payloads[payloads["event_id"] == event_id] if not payloads.empty else payloads
+if not own_payload.empty:
+    captured = own_payload.iloc[0]
+    notes = [f"{int(captured['size']):,} bytes published", f"{captured['content_type'] or 'no content type'}"]
+    if captured["redacted"]:
+        notes.append(f"{int(captured['redacted'])} field(s) redacted")
+    if captured["truncated"]:
+        notes.append("cut to the capture limit")
+    with st.expander("Payload (" + " · ".join(notes) + ")", expanded=True):
+        if not isinstance(captured["body"], str):
+            st.caption(
+                "Not kept as text: binary, encoded, too large to parse, or not redactable field by "
+                "field (see payloads in docs/sql.md)."
+            )
+        elif captured["is_json"]:
+            st.json(captured["body"])
+        else:
+            st.code(captured["body"], language=None)
+
 causes = data.upstream(event_id)
 if not causes.empty:
     st.markdown("**Caused by** (nearest first)")
@@ -128,22 +148,6 @@ st.dataframe(
     ],
     hide_index=True,
 )
-payloads = detail["payloads"]
-own_payload = payloads[payloads["event_id"] == event_id] if not payloads.empty else payloads
-if not own_payload.empty:
-    captured = own_payload.iloc[0]
-    notes = [f"{int(captured['size']):,} bytes published", f"{captured['content_type'] or 'no content type'}"]
-    if captured["redacted"]:
-        notes.append(f"{int(captured['redacted'])} field(s) redacted")
-    if captured["truncated"]:
-        notes.append("cut to the capture limit")
-    with st.expander("Payload (" + " · ".join(notes) + ")", expanded=True):
-        if not isinstance(captured["body"], str):
-            st.caption("Binary or encoded body: not captured as text.")
-        elif captured["is_json"]:
-            st.json(captured["body"])
-        else:
-            st.code(captured["body"], language=None)
 if not detail["dead_letters"].empty:
     st.subheader("Dead-lettered (x-death)")
     st.dataframe(detail["dead_letters"], hide_index=True)
