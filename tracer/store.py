@@ -501,7 +501,7 @@ class Store:
             con.unregister("_eventscope_batch")
         new = [row for event_id, row in unique.items() if event_id not in stored]
         if new:
-            con.from_arrow(_arrow(new, _EVENTS)).insert_into("events")
+            self._insert_arrow("events", _arrow(new, _EVENTS), plain=True)
 
     def _reconcile_deliveries(self, event_ids: set[str], since_us: int | None) -> None:
         """Merge each firehose-only delivery into the consumer span's row of the same attempt
@@ -587,7 +587,7 @@ class Store:
             unique.pop(key, None)
         if not unique:
             return set()
-        con.from_arrow(_arrow(list(unique.values()), _SPANS) if stored else data).insert_into("spans")
+        self._insert_arrow("spans", _arrow(list(unique.values()), _SPANS) if stored else data, plain=True)
         return set(unique)
 
     def _insert_span_deliveries(self, rows: list[dict[str, Any]], new_spans: set[tuple[str, str]]) -> None:
@@ -626,13 +626,16 @@ class Store:
         self._insert_arrow(table, _arrow(rows, schema))
 
     def _insert_arrow(self, table: str, data: pa.Table, *, plain: bool = False) -> None:
+        """Insert ``data``: ``plain`` for rows the caller knows are new, else ``OR IGNORE``
+        against the table's primary key.
+        """
         con = self._connection
         if plain:  # a relation insert: no view to register and drop (~0.5 ms each)
             con.from_arrow(data).insert_into(table)
             return
         con.register("_eventscope_batch", data)
         try:
-            con.execute(f"INSERT {'' if plain else 'OR IGNORE '}INTO {table} SELECT * FROM _eventscope_batch")
+            con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _eventscope_batch")
         finally:
             con.unregister("_eventscope_batch")
 
