@@ -11,7 +11,7 @@ A client adapter (``pika.py``) calls three things on its hot paths:
   delivery's span while it is open, or as a small ``settle`` span once it has ended.
 
 Every method here may raise on broken input or a broken SDK; the adapter wraps each call
-and falls back to the untraced operation (see ``eventscope.tracer.failures``).
+and falls back to the untraced operation (see ``eventscope.tracer.sdk.failures``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from opentelemetry import context, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
-from eventscope.tracer import attributes as A
-from eventscope.tracer import failures, telemetry
-from eventscope.tracer.lean import tracer_for
-from eventscope.tracer.propagation import (
+from eventscope.tracer import contract as A
+from eventscope.tracer.sdk import failures
+from eventscope.tracer.sdk import provider as telemetry
+from eventscope.tracer.sdk.lean import tracer_for
+from eventscope.tracer.sdk.propagation import (
     CAUSATION_HEADER,
     CORRELATION_HEADER,
     TRACEPARENT_HEADER,

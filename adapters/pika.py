@@ -29,7 +29,7 @@ exceptions are the original ones. What it adds:
   delivery's span while it is open, else as a short ``settle`` span.
 
 Failures in tracing are caught, logged once per kind and counted
-(``eventscope.tracer.failures``); the application's call then proceeds untraced.
+(``eventscope.tracer.sdk.failures``); the application's call then proceeds untraced.
 
 Combined with ``opentelemetry-instrumentation-pika``: a channel eventscope traces is taken
 over from it (its per-channel wrappers are removed and it is told the channel is already
@@ -51,8 +51,8 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.connection import Connection
 from pika.spec import BasicProperties
 
-from eventscope.tracer import attributes as A
-from eventscope.tracer import failures
+from eventscope.tracer import contract as A
+from eventscope.tracer.sdk import failures
 
 from ._spans import AmqpTracing, Delivery, Publish, Settlements, suppressed
 

@@ -32,11 +32,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from eventscope.tracer import rules
-from eventscope.tracer.alerts import AlertEngine
-from eventscope.tracer.normaliser import Normalised
-from eventscope.tracer.store import _DELIVERIES, _EVENTS, Store
-from eventscope.tracer.writer import Writer
+from eventscope.tracer.alerts import rules
+from eventscope.tracer.alerts.engine import AlertEngine
+from eventscope.tracer.ingest.normaliser import Normalised
+from eventscope.tracer.ingest.writer import Writer
+from eventscope.tracer.store.duckdb_store import _DELIVERIES, _EVENTS, Store
 
 _TS = pa.timestamp("us", tz="UTC")
 _CHUNK = 200_000

@@ -40,10 +40,10 @@ from typing import Any
 
 import duckdb
 
-from eventscope.tracer import attributes as A
-from eventscope.tracer import queries
-from eventscope.tracer.normaliser import Normalised, SpanNode
-from eventscope.tracer.store import Store
+from eventscope.tracer import contract as A
+from eventscope.tracer.ingest.normaliser import Normalised, SpanNode
+from eventscope.tracer.query import questions as queries
+from eventscope.tracer.store.duckdb_store import Store
 
 TARGETS = {
     "e2e_spans_per_s": (">=", 30_000),
@@ -425,11 +425,11 @@ def _sender(
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-    from eventscope.tracer.propagation import new_event_id
+    from eventscope.tracer.sdk.propagation import new_event_id
 
     resource = Resource.create({"service.name": f"bench-{index}"})
     scope = InstrumentationScope("eventscope.tracer", "0")
-    from eventscope.tracer.otlp_wire import LeanOtlpSpanExporter
+    from eventscope.tracer.sdk.otlp_encoder import LeanOtlpSpanExporter
 
     kind = LeanOtlpSpanExporter if exporter_kind == "lean" else OTLPSpanExporter
     exporter = kind(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=60)

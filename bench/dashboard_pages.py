@@ -204,7 +204,7 @@ def _chunk(
 
 
 def build(path: Path, events: int) -> None:
-    from eventscope.tracer.store import Store
+    from eventscope.tracer.store.duckdb_store import Store
 
     flows = max(1, round(events / 4.96))
     rng = np.random.default_rng(5)
@@ -291,7 +291,7 @@ def measure(path: Path, rounds: int) -> list[tuple[str, float, float, dict[str, 
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from eventscope.tracer.client import open_source
+    from eventscope.tracer.query.client import open_source
 
     source = open_source(db=str(path))
     root = source.sql(
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         print(f"building {path} with about {args.events:,} events")
         build(path, args.events)
-    from eventscope.tracer.client import open_source
+    from eventscope.tracer.query.client import open_source
 
     source = open_source(db=str(path))
     counts = source.sql(

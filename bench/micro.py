@@ -31,7 +31,9 @@ from pika.spec import Basic, BasicProperties
 
 from eventscope.adapters._spans import AmqpTracing
 from eventscope.adapters.pika import _copy_properties, instrument_channel
-from eventscope.tracer import propagation, setup, telemetry
+from eventscope.tracer import setup
+from eventscope.tracer.sdk import propagation
+from eventscope.tracer.sdk import provider as telemetry
 
 _BATCH = 256
 _BATCHES = 40

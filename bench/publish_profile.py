@@ -61,15 +61,15 @@ _MAIN_ROWS = (
     ),
     (
         "    tracer.start_span",
-        ("opentelemetry.sdk.trace:Tracer.start_span", "eventscope.tracer.lean:LeanTracer.start_span"),
+        ("opentelemetry.sdk.trace:Tracer.start_span", "eventscope.tracer.sdk.lean:LeanTracer.start_span"),
     ),
-    ("    propagation.inject (traceparent)", ("eventscope.tracer.propagation:inject",)),
-    ("    new_event_id (UUIDv7)", ("eventscope.tracer.propagation:new_event_id",)),
+    ("    propagation.inject (traceparent)", ("eventscope.tracer.sdk.propagation:inject",)),
+    ("    new_event_id (UUIDv7)", ("eventscope.tracer.sdk.propagation:new_event_id",)),
     ("    _copy_properties", ("eventscope.adapters.pika:_copy_properties",)),
-    ("    current_handling", ("eventscope.tracer.propagation:current_handling",)),
+    ("    current_handling", ("eventscope.tracer.sdk.propagation:current_handling",)),
     (
         "  span.end (→ BatchSpanProcessor.on_end)",
-        ("opentelemetry.sdk.trace:Span.end", "eventscope.tracer.lean:LeanSpan.end"),
+        ("opentelemetry.sdk.trace:Span.end", "eventscope.tracer.sdk.lean:LeanSpan.end"),
     ),
     ("    BatchSpanProcessor.on_end", ("opentelemetry.sdk.trace.export:BatchSpanProcessor.on_end",)),
     (

@@ -3,7 +3,7 @@
 Each is a thin call to a :class:`~eventscope.tracer.client.Source` (a DuckDB file opened
 read-only, or a running collector over HTTP: ``EVENTSCOPE_DB`` / ``EVENTSCOPE_API`` /
 ``EVENTSCOPE_TOKEN``, set by ``eventscope dashboard``), whose answers come from the functions
-of :mod:`eventscope.tracer.queries`, so the dashboard, the CLI and the API always agree.
+of :mod:`eventscope.tracer.query.questions`, so the dashboard, the CLI and the API always agree.
 Answers are cached for a few seconds: a live collector's data refreshes itself, and reruns
 of a page (every widget change) do not ask twice.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from eventscope.tracer import queries
-from eventscope.tracer.client import Source, SourceError, open_source
+from eventscope.tracer.query import questions as queries
+from eventscope.tracer.query.client import Source, SourceError, open_source
 
 __all__ = [
     "SourceError",

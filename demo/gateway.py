@@ -21,7 +21,7 @@ import pika
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from eventscope.tracer.propagation import inject
+from eventscope.tracer.sdk.propagation import inject
 
 from .topology import EXCHANGE
 

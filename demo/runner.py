@@ -25,7 +25,7 @@ from typing import Any
 
 import pika
 
-from eventscope.tracer import firehose, management
+from eventscope.tracer.broker import firehose, management
 
 from . import topology
 
@@ -232,7 +232,7 @@ def _collector_command(
     The firehose is turned on for the vhost here (and off again at the end, if it was off),
     so the broker is left as it was found.
     """
-    command = [sys.executable, "-m", "eventscope.tracer.cli", "--log-level", "warning", "collect"]
+    command = [sys.executable, "-m", "eventscope.tracer.cli.main", "--log-level", "warning", "collect"]
     command += ["--db", str(Path(args.db)), "--listen", args.listen, "--grace", str(_GRACE_S)]
     command += ["--config", str(_ALERT_RULES)]
     restore = None

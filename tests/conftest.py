@@ -10,25 +10,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pika
 import pytest
 
 from eventscope.tracer import setup
-from eventscope.tracer.firehose import disable_tracing, enable_tracing, tracing_enabled
+from eventscope.tracer.broker.firehose import disable_tracing, enable_tracing, tracing_enabled
 from eventscope.tracer.testing import OtlpReceiver
 
 AMQP_HOST = os.environ.get("EVENTSCOPE_TEST_AMQP_HOST", "127.0.0.1")
 AMQP_PORT = int(os.environ.get("EVENTSCOPE_TEST_AMQP_PORT", "5672"))
+# Every run gets a vhost of its own (the firehose is switched per vhost), so two runs on one
+# broker, or a run and the demo, never turn each other's tracing off. Subprocesses inherit it.
+_OWN_VHOST = "EVENTSCOPE_TEST_VHOST" not in os.environ
+TEST_VHOST = os.environ.setdefault("EVENTSCOPE_TEST_VHOST", f"eventscope-test-{uuid.uuid4().hex[:10]}")
+AMQP_URL = f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{quote(TEST_VHOST, safe='')}"
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Declare the run's vhost (everything the run declares lives and dies with it)."""
+    if not _OWN_VHOST or shutil.which("rabbitmqctl") is None:
+        return
+    _rabbitmqctl("add_vhost", TEST_VHOST)
+    _rabbitmqctl("set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Delete the run's vhost: its queues, exchanges and tracing go with it."""
+    if _OWN_VHOST and shutil.which("rabbitmqctl") is not None:
+        _rabbitmqctl("delete_vhost", TEST_VHOST)
 
 
 def amqp_parameters() -> pika.ConnectionParameters:
     return pika.ConnectionParameters(
-        host=AMQP_HOST, port=AMQP_PORT, credentials=pika.PlainCredentials("guest", "guest")
+        host=AMQP_HOST,
+        port=AMQP_PORT,
+        virtual_host=TEST_VHOST,
+        credentials=pika.PlainCredentials("guest", "guest"),
     )
 
 
@@ -46,15 +76,15 @@ def broker() -> pika.ConnectionParameters:
 
 @pytest.fixture(scope="module")
 def tracing(broker: pika.ConnectionParameters) -> Iterator[None]:
-    """Firehose tracing on for '/', off again afterwards if it was off (a broker-wide setting)."""
-    was_on = tracing_enabled("/")
-    enabled, message = enable_tracing("/")
+    """Firehose tracing on for the run's vhost, off again afterwards if it was off."""
+    was_on = tracing_enabled(TEST_VHOST)
+    enabled, message = enable_tracing(TEST_VHOST)
     assert enabled, message
     try:
         yield
     finally:
         if not was_on:
-            assert disable_tracing("/")
+            assert disable_tracing(TEST_VHOST)
 
 
 @pytest.fixture(scope="session")
@@ -158,3 +188,24 @@ def amqp(broker: pika.ConnectionParameters) -> Iterator[Amqp]:
     helper = Amqp(broker)
     yield helper
     helper.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    """A fresh DuckDB store (no grace: verdicts are immediate)."""
+    from eventscope.tracer.store.duckdb_store import Store
+
+    opened = Store.open(tmp_path / "store.duckdb", grace_s=0)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def running_collector(tmp_path: Path) -> Iterator[Any]:
+    """An in-process collector on a free loopback port (see tests/spans.py)."""
+    from eventscope.tracer.server.app import CollectorConfig
+    from tests.spans import RunningCollector
+
+    collector = RunningCollector(CollectorConfig(db_path=str(tmp_path / "collector.duckdb"), grace_s=0))
+    yield collector.start()
+    collector.stop()

@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-CLI = [sys.executable, "-c", "from eventscope.tracer.cli import main; raise SystemExit(main())"]
+CLI = [sys.executable, "-c", "from eventscope.tracer.cli.main import main; raise SystemExit(main())"]
 
 
 def free_port() -> int:

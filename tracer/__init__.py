@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from . import failures
-from .propagation import extract, inject, new_event_id
-from .telemetry import resolve_endpoint, setup
+from eventscope.tracer.sdk import failures
+from eventscope.tracer.sdk.propagation import extract, inject, new_event_id
+from eventscope.tracer.sdk.provider import resolve_endpoint, setup
 
 __all__ = ["extract", "failures", "inject", "new_event_id", "resolve_endpoint", "setup"]

@@ -4,7 +4,7 @@ Whatever goes wrong around it (collector down, a span processor that raises, hos
 headers from a foreign producer, a channel that closes under a publish, publisher confirms
 that fail) the application sees exactly what it would see without eventscope: the same
 return values, the same messages, the same exceptions. Tracing failures are counted in
-``eventscope.tracer.failures``. Everything runs against the real broker and the real
+``eventscope.tracer.sdk.failures``. Everything runs against the real broker and the real
 OTLP/HTTP exporter.
 """
 
@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from pika.spec import BasicProperties
 
 from eventscope.adapters.pika import instrument_channel
-from eventscope.tracer import failures
+from eventscope.tracer.sdk import failures
 
 pytestmark = pytest.mark.integration
 
@@ -139,10 +139,11 @@ def _full_properties(**overrides: Any) -> BasicProperties:
 # -- (1) collector not listening ------------------------------------------------------------
 _COLLECTOR_DOWN = textwrap.dedent(
     """
-    import json, socket, sys, time
+    import json, os, socket, sys, time
     import pika
     from eventscope.adapters.pika import instrument_channel
-    from eventscope.tracer import failures, setup
+    from eventscope.tracer import setup
+    from eventscope.tracer.sdk import failures
 
     queue, count = sys.argv[1], int(sys.argv[2])
     probe = socket.socket()
@@ -151,7 +152,10 @@ _COLLECTOR_DOWN = textwrap.dedent(
     probe.close()  # nothing listens there any more
     setup(service="collector-down", endpoint=f"http://127.0.0.1:{port}")
     params = pika.ConnectionParameters(
-        "127.0.0.1", 5672, credentials=pika.PlainCredentials("guest", "guest")
+        "127.0.0.1",
+        5672,
+        virtual_host=os.environ.get("EVENTSCOPE_TEST_VHOST", "/"),
+        credentials=pika.PlainCredentials("guest", "guest"),
     )
     connection = pika.BlockingConnection(params)
     channel = instrument_channel(connection.channel())

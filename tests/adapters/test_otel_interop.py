@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.pika import PikaInstrumentor
 from pika.spec import BasicProperties
 
 from eventscope.adapters.pika import instrument_channel
-from eventscope.tracer import failures
+from eventscope.tracer.sdk import failures
 
 pytestmark = pytest.mark.integration
 
@@ -223,17 +223,21 @@ def test_consumer_registered_before_eventscope_takes_over_still_yields_one_span(
 # -- (d) OTel's process-wide instrument() plus eventscope (in a subprocess) -----------------
 _GLOBAL = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     import pika
     from eventscope.adapters import pika as es_pika
-    from eventscope.tracer import failures, setup
+    from eventscope.tracer import setup
+    from eventscope.tracer.sdk import failures
     from opentelemetry import trace
 
     endpoint, service, queue, mode, count = sys.argv[1:6]
     count = int(count)
     provider = setup(service=service, endpoint=endpoint, schedule_delay_millis=50)
     params = pika.ConnectionParameters(
-        "127.0.0.1", 5672, credentials=pika.PlainCredentials("guest", "guest")
+        "127.0.0.1",
+        5672,
+        virtual_host=os.environ.get("EVENTSCOPE_TEST_VHOST", "/"),
+        credentials=pika.PlainCredentials("guest", "guest"),
     )
     otel = None
     result = {}

@@ -12,7 +12,7 @@ from opentelemetry import trace
 from pika.adapters.blocking_connection import BlockingChannel
 
 from eventscope.adapters.pika import install, instrument_channel, uninstall
-from eventscope.tracer import attributes as A
+from eventscope.tracer import contract as A
 
 
 def _consume_one(channel, queue, handler, timeout=5.0):

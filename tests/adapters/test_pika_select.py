@@ -6,7 +6,7 @@ import pika
 from opentelemetry import trace
 
 from eventscope.adapters.pika import TracedChannel, install, instrument_channel, uninstall
-from eventscope.tracer import attributes as A
+from eventscope.tracer import contract as A
 
 
 def _run(parameters, on_channel, timeout=5.0):

@@ -10,14 +10,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from collector_helpers import request
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from eventscope.tracer import rules
-from eventscope.tracer.alerts import AlertEngine
-from eventscope.tracer.normaliser import normalise
-from eventscope.tracer.store import Store
-from eventscope.tracer.writer import Writer
+from eventscope.tracer.alerts import rules
+from eventscope.tracer.alerts.engine import AlertEngine
+from eventscope.tracer.ingest.normaliser import normalise
+from eventscope.tracer.ingest.writer import Writer
+from eventscope.tracer.store.duckdb_store import Store
+from tests.spans import request
 
 T0 = 1_700_000_000.0  # collector_helpers' span clock, in seconds
 

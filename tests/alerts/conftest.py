@@ -1,18 +1,15 @@
 """Fixtures of the alert tests: a real store + writer + engine on a fake clock, a webhook
-receiver on 127.0.0.1, and the span builders of the collector tests (collector_helpers).
+receiver on 127.0.0.1, and the span builders of the collector tests (tests/spans.py).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
-
-from alert_helpers import Harness, WebhookReceiver
+from tests.alerts.alert_helpers import Harness, WebhookReceiver
 
 
 @pytest.fixture

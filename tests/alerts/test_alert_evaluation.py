@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector_helpers import new_span_id, new_trace, process, publish, sid
+from tests.spans import new_span_id, new_trace, process, publish, sid
 
 RULE = """
 [[alerts.rules]]
@@ -268,7 +268,7 @@ def test_firing_alerts_survive_a_restart_without_firing_twice(harness: Any, tmp_
     h.tick(6)
     path = h.store.path
     h.close()
-    from alert_helpers import Harness
+    from tests.alerts.alert_helpers import Harness
 
     again = Harness(type(tmp_path)(path), RULE)
     try:
@@ -313,7 +313,7 @@ def test_resolution_while_a_slower_rule_still_waits(harness: Any) -> None:
 def test_a_full_write_queue_postpones_writes_and_notifications(
     harness: Any, webhook: Any, monkeypatch: Any
 ) -> None:
-    from eventscope.tracer.writer import WriteQueueFull
+    from eventscope.tracer.ingest.writer import WriteQueueFull
 
     h = harness(RULE + f'\n[[alerts.sinks]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
     orphan(h)
@@ -334,7 +334,7 @@ def test_a_full_write_queue_postpones_writes_and_notifications(
 
 
 def test_poison_by_dead_letter_cycles(harness: Any) -> None:
-    from eventscope.tracer.broker import BrokerBatch
+    from eventscope.tracer.broker.records import BrokerBatch
 
     h = harness(
         """
@@ -372,7 +372,7 @@ def test_events_not_yet_evaluated_before_a_restart_are_evaluated_after_it(tmp_pa
     import time
     from pathlib import Path
 
-    from alert_helpers import T0, Harness
+    from tests.alerts.alert_helpers import T0, Harness
 
     path = Path(tmp_path) / "restart.duckdb"
     now_ms = int((time.time() - T0) * 1000)

@@ -9,9 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from processes import CLI
 
-from eventscope.tracer import rules
+from eventscope.tracer.alerts import rules
+from tests.processes import CLI
 
 DOCUMENTED = textwrap.dedent(
     """

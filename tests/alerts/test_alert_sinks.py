@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 import pytest
-from collector_helpers import new_span_id, new_trace, process, publish
 
-from eventscope.tracer.rules import SinkConfig
-from eventscope.tracer.sinks import Deliverer, DeliveryError, DeliveryResult, LogSink, slack_body
+from eventscope.tracer.alerts.rules import SinkConfig
+from eventscope.tracer.alerts.sinks import Deliverer, DeliveryError, DeliveryResult, LogSink, slack_body
+from tests.conftest import AMQP_URL
+from tests.spans import new_span_id, new_trace, process, publish
 
 PAYLOAD_KEYS = {
     "alert_id",
@@ -183,14 +184,12 @@ def test_client_errors_are_not_retried() -> None:
 
 @pytest.mark.integration
 def test_amqp_sink_publishes_the_payload(amqp: Any) -> None:
-    from eventscope.tracer.sinks import build_sink
+    from eventscope.tracer.alerts.sinks import build_sink
 
     exchange = amqp.exchange(kind="topic")
     queue = amqp.queue()
     amqp.bind(queue, exchange, "eventscope.alert")
-    sink = build_sink(
-        SinkConfig(type="amqp", name="bus", url="amqp://guest:guest@127.0.0.1:5672/%2F", exchange=exchange)
-    )
+    sink = build_sink(SinkConfig(type="amqp", name="bus", url=AMQP_URL, exchange=exchange))
     try:
         sink.send({"alert_id": "a1", "status": "firing", "rule": "r"})
     finally:

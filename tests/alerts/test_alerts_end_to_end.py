@@ -18,20 +18,23 @@ from typing import Any
 
 import httpx
 import pytest
-from processes import CLI, free_port, wait_healthy
+
+from tests.processes import CLI, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PRODUCE = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import pika
     from eventscope.tracer import setup
     from eventscope.adapters.pika import instrument_channel
 
     endpoint, exchange, healthy_queue = sys.argv[1:]
     provider = setup(service="shop", endpoint=endpoint, schedule_delay_millis=50)
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", 5672, os.environ.get("EVENTSCOPE_TEST_VHOST", "/"))
+    )
     channel = instrument_channel(connection.channel())
     channel.basic_publish(exchange, "order.placed", b"{}")        # nobody consumes its queue
     channel.basic_publish("", healthy_queue, b"{}")               # consumed right away
@@ -49,14 +52,16 @@ PRODUCE = textwrap.dedent(
 
 CONSUME = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import pika
     from eventscope.tracer import setup
     from eventscope.adapters.pika import instrument_channel
 
     endpoint, queue = sys.argv[1:]
     provider = setup(service="billing", endpoint=endpoint, schedule_delay_millis=50)
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", 5672, os.environ.get("EVENTSCOPE_TEST_VHOST", "/"))
+    )
     channel = instrument_channel(connection.channel())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -185,14 +190,16 @@ def test_unconsumed_event_fires_one_webhook_and_late_consumption_resolves_it(
 
 SERVICES = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import pika
     from eventscope.tracer import setup
     from eventscope.adapters.pika import instrument_channel
 
     endpoint, exchange, billing, jobs = sys.argv[1:]
     provider = setup(service="billing", endpoint=endpoint, schedule_delay_millis=50)
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", 5672, os.environ.get("EVENTSCOPE_TEST_VHOST", "/"))
+    )
     channel = instrument_channel(connection.channel())
     channel.basic_publish(exchange, "order.placed", b"{}")  # routed to billing only
     channel.basic_publish("", jobs, b"poison")

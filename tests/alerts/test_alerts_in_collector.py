@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from collector_helpers import RunningCollector, new_span_id, new_trace, publish, request
 
-from eventscope.tracer import rules
-from eventscope.tracer.collector import CollectorConfig
+from eventscope.tracer.alerts import rules
+from eventscope.tracer.server.app import CollectorConfig
+from tests.spans import RunningCollector, new_span_id, new_trace, publish, request
 
 CONFIG = """
 [alerts]

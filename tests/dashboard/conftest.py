@@ -20,10 +20,9 @@ import pika
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-import dashboard_shop as shop  # noqa: E402
-from dashboard_helpers import CLI, free_port, wait_healthy  # noqa: E402
+from tests.dashboard import dashboard_shop as shop  # noqa: E402
+from tests.dashboard.dashboard_helpers import CLI, free_port, wait_healthy  # noqa: E402
 
 ROLES = ("payments", "inventory", "shipping", "notifications", "orders")
 
@@ -109,7 +108,7 @@ def alerts_db(shop_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database a collector created and nobody sent anything to."""
-    from eventscope.tracer.store import Store
+    from eventscope.tracer.store.duckdb_store import Store
 
     db = tmp_path_factory.mktemp("dashboard-empty") / "empty.duckdb"
     Store.open(db).close()

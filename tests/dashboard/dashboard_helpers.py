@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from processes import CLI, free_port, wait_healthy
 from streamlit.testing.v1 import AppTest
 
-from eventscope.tracer.client import open_source
+from eventscope.tracer.query.client import open_source
+from tests.processes import CLI, free_port, wait_healthy
 
 __all__ = ["APP", "CLI", "ROOT", "free_port", "metrics", "one", "open_page", "texts", "wait_healthy"]
 

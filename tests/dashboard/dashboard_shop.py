@@ -15,6 +15,7 @@ messages and exits, so the fixture's numbers are exact:
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -62,7 +63,9 @@ def delete(channel: Any, exchange: str, prefix: str) -> None:
 
 def main(role: str, endpoint: str, exchange: str, prefix: str) -> int:
     provider = setup(service=role, endpoint=endpoint, schedule_delay_millis=100)
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", 5672, os.environ.get("EVENTSCOPE_TEST_VHOST", "/"))
+    )
     channel = instrument_channel(connection.channel())
     json_props = pika.BasicProperties(content_type="application/json")
 

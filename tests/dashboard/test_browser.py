@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dashboard_helpers import CLI, ROOT, free_port
 
 from eventscope.dashboard import server
+from tests.dashboard.dashboard_helpers import CLI, ROOT, free_port
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM_ARGS = [

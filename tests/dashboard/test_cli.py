@@ -5,9 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from dashboard_helpers import CLI
-
 from eventscope.dashboard import server
+from tests.dashboard.dashboard_helpers import CLI
 
 
 def test_streamlit_is_bound_to_loopback_with_xsrf_on() -> None:

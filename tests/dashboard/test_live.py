@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from dashboard_helpers import APP, CLI, free_port, metrics, texts, wait_healthy
 from streamlit.testing.v1 import AppTest
 
-from eventscope.tracer.client import ApiSource, open_source
+from eventscope.tracer.query.client import ApiSource, open_source
+from tests.dashboard.dashboard_helpers import APP, CLI, free_port, metrics, texts, wait_healthy
 
 
 @pytest.fixture(scope="module")

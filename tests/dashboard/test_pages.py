@@ -9,9 +9,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dashboard_helpers import metrics, one, open_page, texts
 
-from eventscope.tracer.client import open_source
+from eventscope.tracer.query.client import open_source
+from tests.dashboard.dashboard_helpers import metrics, one, open_page, texts
 
 
 def test_overview_shows_totals_orphans_and_slowest(shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,8 @@ import time
 import pika
 import pytest
 
+from tests.conftest import AMQP_URL, TEST_VHOST
+
 ALL_REASONS = {
     "unroutable",
     "unconsumed",
@@ -34,7 +36,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _tracing(vhost: str = "/") -> str:
+def _tracing(vhost: str = TEST_VHOST) -> str:
     out = subprocess.run(["rabbitmqctl", "list_vhosts", "name", "tracing"], capture_output=True, text=True)
     return next((line for line in out.stdout.splitlines() if line.startswith(f"{vhost}\t")), "")
 
@@ -46,8 +48,8 @@ def demo(tmp_path_factory, broker):
     tracing_before = _tracing()
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "eventscope.tracer.cli", "demo", "--db", str(db), "--duration", "240"]
-        + ["--listen", f"127.0.0.1:{port}", "--no-browser", "--no-dashboard"],
+        [sys.executable, "-m", "eventscope.tracer.cli.main", "demo", "--db", str(db), "--duration", "240"]
+        + ["--amqp-url", AMQP_URL, "--listen", f"127.0.0.1:{port}", "--no-browser", "--no-dashboard"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -76,7 +78,7 @@ def demo(tmp_path_factory, broker):
 
 def sql(api: str, query: str) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, "-m", "eventscope.tracer.cli", "sql", "--api", api, "--format", "json", query],
+        [sys.executable, "-m", "eventscope.tracer.cli.main", "sql", "--api", api, "--format", "json", query],
         capture_output=True,
         text=True,
         timeout=60,

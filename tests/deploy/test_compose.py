@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from eventscope.tracer.cli import build_parser
-from eventscope.tracer.rules import load
+from eventscope.tracer.alerts.rules import load
+from eventscope.tracer.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 _DEFAULTED = re.compile(r"\$\{([A-Z_]+):-([^}]*)\}")

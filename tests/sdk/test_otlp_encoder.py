@@ -1,0 +1,121 @@
+"""The hand-written OTLP encoder produces exactly what the SDK's encoder produces."""
+
+from __future__ import annotations
+
+import random
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+
+from eventscope.tracer.sdk.lean import LeanTracer
+from eventscope.tracer.sdk.otlp_encoder import encode_request
+from eventscope.tracer.sdk.provider import Telemetry
+
+_VALUES = [
+    "text",
+    "",
+    "é☃",
+    "x" * 300,
+    0,
+    1,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    True,
+    False,
+    0.0,
+    -2.5,
+    1e300,
+    b"",
+    b"\x00\xff",
+    None,
+    ["a", "b"],
+    [1, 2, 3],
+    [True, False],
+    [1.5],
+    [],
+    {"k": "v", "n": {"deep": [1, "x"]}},
+]
+
+
+def _spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "wire", "n": 3}, schema_url="https://example.com/r")
+    )
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    rng = random.Random(7)
+    remote = SpanContext(
+        0x1234,
+        0x5678,
+        is_remote=True,
+        trace_flags=TraceFlags(1),
+        trace_state=TraceState([("a", "1"), ("b", "2")]),
+    )
+    local = SpanContext(0x9999, 0x8888, is_remote=False, trace_flags=TraceFlags(1))
+    tracers = [
+        provider.get_tracer("scope-a", "1.2", schema_url="https://opentelemetry.io/schemas/1.37.0"),
+        provider.get_tracer("scope-b"),
+        provider.get_tracer("scope-c", "3", attributes={"scope.attr": "x"}),
+    ]
+    for index in range(60):
+        tracer = tracers[index % 3]
+        parent = [None, remote, local][index % 3]
+        ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+        attributes = {f"k{i}": rng.choice(_VALUES) for i in range(rng.randint(0, 12))}
+        links = [Link(remote, {"l": rng.choice(_VALUES)}), Link(local)] if index % 4 == 0 else []
+        span = tracer.start_span(
+            f"span {index}", context=ctx, kind=list(SpanKind)[index % 5], attributes=attributes, links=links
+        )
+        if index % 5 == 0:
+            span.add_event("evt", {"e": rng.choice(_VALUES)})
+            span.record_exception(ValueError("boom"))
+        if index % 7 == 0:
+            span.set_status(StatusCode.ERROR, "failed")
+        elif index % 7 == 1:
+            span.set_status(StatusCode.OK)
+        span.end()
+    lean = LeanTracer(Telemetry(provider, "", owned=True, processor=processor), "lean", "1", "")
+    for index in range(10):
+        span = lean.start_span(f"lean {index}", kind=SpanKind.PRODUCER, attributes={"a": index, "b": "same"})
+        span.end()
+    return exporter.get_finished_spans()
+
+
+def _parse(data: bytes) -> ExportTraceServiceRequest:
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(data)
+    return message
+
+
+def test_encoding_equals_the_sdk_encoding():
+    spans = _spans()
+    ours = _parse(encode_request(spans))
+    theirs = encode_spans(spans)
+    assert ours == theirs
+    # the cache must not change the result on a second pass
+    assert _parse(encode_request(spans)) == theirs
+
+
+def test_each_span_alone_equals_the_sdk_encoding():
+    for span in _spans():
+        assert _parse(encode_request([span])) == encode_spans([span]), span.name
+
+
+def test_empty_batch():
+    assert encode_request([]) == b""
