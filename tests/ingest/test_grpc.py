@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from eventscope.tracer import contract as A
+from eventscope.tracer.metrics import render
 from eventscope.tracer.server.app import CollectorConfig
 from tests.processes import collect, free_port, wait_healthy
 from tests.spans import RunningCollector, new_span_id, new_trace, process, publish, request
@@ -101,7 +102,7 @@ def test_the_real_exporter_is_committed_before_success(
     assert _rows(running, "SELECT event_id, exchange, routing_key, producer_service, source FROM events") == [
         ("evt-grpc", "shop", "order.placed", "orders", "span")
     ]
-    metrics = running.collector.metrics()
+    metrics = render(running.collector.metric_families())
     assert "eventscope_spans_accepted_total 1" in metrics
     assert 'eventscope_grpc_responses_total{code="OK"} 1' in metrics
 

@@ -49,7 +49,9 @@ import pyarrow as pa
 from eventscope.tracer.alerts.rules import EXPECT_RULE, AlertsConfig, Rule
 from eventscope.tracer.alerts.sinks import DeliveryResult, SinkSet
 from eventscope.tracer.ingest.writer import WriteQueueFull, Writer
+from eventscope.tracer.metrics import Family, labels
 from eventscope.tracer.query import questions as queries
+from eventscope.tracer.store.duck import registered, transaction
 from eventscope.tracer.store.duckdb_store import Batch, Store
 
 __all__ = ["DROP_POLICY", "AlertEngine", "TickStats"]
@@ -672,11 +674,11 @@ class AlertEngine:
                 counts[(group.firing.rule.name, group.firing.rule.severity)] += 1
         return dict(counts)
 
-    def metric_families(self) -> list[tuple[str, str, str, list[tuple[str, float]]]]:
+    def metric_families(self) -> list[Family]:
         firing = self.firing()
         samples = [
             (
-                f'{{rule="{_label(rule.name)}",severity="{rule.severity}"}}',
+                labels(rule=rule.name, severity=rule.severity),
                 firing.get((rule.name, rule.severity), 0),
             )
             for rule in self.rules
@@ -711,10 +713,6 @@ class AlertEngine:
             ),
             *self.sinks.metric_families(),
         ]
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _iso(seconds: float) -> str:
@@ -788,8 +786,7 @@ def _apply(store: Store, writes: list[tuple[str, Any]]) -> None:
                 outcome["done"] = done
     connection = store.reader()
     try:
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(connection):
             if alerts:
                 _with(
                     connection,
@@ -846,17 +843,10 @@ def _apply(store: Store, writes: list[tuple[str, Any]]) -> None:
                     "delivered_at = CASE WHEN o.done THEN now() ELSE alert_details.delivered_at END "
                     "FROM _eventscope_rows o WHERE alert_details.alert_id = o.alert_id",
                 )
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
     finally:
         connection.close()
 
 
 def _with(connection: Any, table: pa.Table, sql: str) -> None:
-    connection.register("_eventscope_rows", table)
-    try:
+    with registered(connection, "_eventscope_rows", table):
         connection.execute(sql)
-    finally:
-        connection.unregister("_eventscope_rows")

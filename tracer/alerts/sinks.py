@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 from eventscope.tracer.alerts.rules import SinkConfig
+from eventscope.tracer.metrics import Family, labels
 
 __all__ = [
     "DROP_POLICY",
@@ -380,18 +381,18 @@ class SinkSet:
         for deliverer in self.deliverers:
             deliverer.close(timeout=timeout)
 
-    def metric_families(self) -> list[tuple[str, str, str, list[tuple[str, float]]]]:
+    def metric_families(self) -> list[Family]:
         notifications: list[tuple[str, float]] = []
         depth: list[tuple[str, float]] = []
         for d in self.deliverers:
             sink = d.sink.name.replace("\\", "\\\\").replace('"', '\\"')
             notifications += [
-                (f'{{sink="{sink}",result="sent"}}', d.sent),
-                (f'{{sink="{sink}",result="failed"}}', d.failed),
-                (f'{{sink="{sink}",result="dropped"}}', d.dropped),
-                (f'{{sink="{sink}",result="retried"}}', d.retried),
+                (labels(sink=sink, result="sent"), d.sent),
+                (labels(sink=sink, result="failed"), d.failed),
+                (labels(sink=sink, result="dropped"), d.dropped),
+                (labels(sink=sink, result="retried"), d.retried),
             ]
-            depth.append((f'{{sink="{sink}"}}', d.depth))
+            depth.append((labels(sink=sink), d.depth))
         return [
             (
                 "alert_notifications_total",

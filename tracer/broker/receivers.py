@@ -36,14 +36,13 @@ from eventscope.tracer.broker.records import (
     normalise_firehose,
 )
 from eventscope.tracer.ingest.writer import Writer
+from eventscope.tracer.metrics import Family, labels
 
 __all__ = ["BrokerReceivers"]
 
 logger = logging.getLogger(__name__)
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-Family = tuple[str, str, str, list[tuple[str, float]]]
 
 
 class BrokerReceivers:
@@ -161,25 +160,25 @@ class BrokerReceivers:
                     "broker_tap_connected",
                     "gauge",
                     "1 while a broker tap is connected and consuming.",
-                    [(f'{{tap="{name}"}}', float(tap.connected.is_set())) for name, tap in taps],
+                    [(labels(tap=name), float(tap.connected.is_set())) for name, tap in taps],
                 ),
                 (
                     "broker_tap_received_total",
                     "counter",
                     "Messages a broker tap received (firehose records, dead-lettered copies).",
-                    [(f'{{tap="{name}"}}', tap.received) for name, tap in taps],
+                    [(labels(tap=name), tap.received) for name, tap in taps],
                 ),
                 (
                     "broker_tap_reconnects_total",
                     "counter",
                     "Connections a broker tap made after its first (broker restarts, network).",
-                    [(f'{{tap="{name}"}}', tap.reconnects) for name, tap in taps],
+                    [(labels(tap=name), tap.reconnects) for name, tap in taps],
                 ),
                 (
                     "broker_tap_sink_failures_total",
                     "counter",
                     "Batches a broker tap could not store (requeued to the broker, retried).",
-                    [(f'{{tap="{name}"}}', tap.sink_failures) for name, tap in taps],
+                    [(labels(tap=name), tap.sink_failures) for name, tap in taps],
                 ),
             ]
         if self.firehose is not None:

@@ -21,16 +21,12 @@ import logging
 import threading
 from collections import Counter
 from concurrent import futures
-from typing import TYPE_CHECKING
 
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from eventscope.tracer.ingest import codec as otlp
-from eventscope.tracer.ingest.writer import WriteQueueFull
-
-if TYPE_CHECKING:
-    from eventscope.tracer.server.app import Collector
+from eventscope.tracer.ingest.pipeline import NotCommitted, Outcome, Pipeline
+from eventscope.tracer.metrics import Family, labels
 
 __all__ = ["GrpcReceiver"]
 
@@ -40,18 +36,30 @@ _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _DEFAULT_WORKERS = 8
 _DEFAULT_COMMIT_WAIT_S = 60.0
 _DEFAULT_STOP_GRACE_S = _DEFAULT_COMMIT_WAIT_S  # a call in flight may wait that long for its commit
+# INVALID_ARGUMENT is not retried by exporters; UNAVAILABLE is (with backoff); INTERNAL is not,
+# like OTLP/HTTP's 500: the same batch would fail again.
+_CODES: dict[Outcome, grpc.StatusCode] = {
+    Outcome.UNSUPPORTED: grpc.StatusCode.INVALID_ARGUMENT,
+    Outcome.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Outcome.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Outcome.BUSY: grpc.StatusCode.UNAVAILABLE,
+    Outcome.NOT_COMMITTED: grpc.StatusCode.UNAVAILABLE,
+    Outcome.FAILED: grpc.StatusCode.INTERNAL,
+}
 
 
 class GrpcReceiver:
-    """A gRPC server with the OTLP trace service, feeding a collector's writer."""
+    """A gRPC server with the OTLP trace service over the shared ingest pipeline."""
 
-    def __init__(self, collector: Collector, address: str, *, workers: int = _DEFAULT_WORKERS) -> None:
-        self._collector = collector
-        self._token = collector.config.token
+    def __init__(
+        self, pipeline: Pipeline, address: str, *, token: str | None = None, workers: int = _DEFAULT_WORKERS
+    ) -> None:
+        self._pipeline = pipeline
+        self._token = token
         self.responses: Counter[str] = Counter()  # by gRPC status code name
         self._lock = threading.Lock()
         options = [
-            ("grpc.max_receive_message_length", collector.config.max_body),
+            ("grpc.max_receive_message_length", pipeline.max_body),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),  # a second collector on the same port must fail, not share it
         ]
@@ -81,9 +89,9 @@ class GrpcReceiver:
         """Refuse new calls, let those in flight finish (up to ``grace_s``)."""
         self._server.stop(grace_s).wait()
 
-    def metric_families(self) -> list[tuple[str, str, str, list[tuple[str, float]]]]:
+    def metric_families(self) -> list[Family]:
         with self._lock:
-            samples = [(f'{{code="{code}"}}', float(n)) for code, n in sorted(self.responses.items())]
+            samples = [(labels(code=code), float(n)) for code, n in sorted(self.responses.items())]
         return [("grpc_responses_total", "counter", "OTLP/gRPC responses by status code.", samples)]
 
     def _answer(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
@@ -95,21 +103,14 @@ class GrpcReceiver:
             self.responses[code.name] += 1
 
     def _export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        collector = self._collector
         if self._token is not None:
             given = dict(context.invocation_metadata()).get("authorization") or ""
             if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
                 self._answer(context, grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required")
-        try:
-            batch = collector.decode_protobuf(body)
-        except otlp.DecodeError as exc:
-            self._answer(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        collector.count_received(batch)
-        if batch.accepted:
-            try:
-                future = collector.writer.submit(batch)
-            except WriteQueueFull as exc:
-                self._answer(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        pipeline = self._pipeline
+        pending = pipeline.start(lambda: pipeline.decode_protobuf(body))
+        error: BaseException | None = None
+        if pending.future is not None:
             remaining = context.time_remaining()
             wait_s = (
                 _DEFAULT_COMMIT_WAIT_S
@@ -117,15 +118,17 @@ class GrpcReceiver:
                 else max(0.1, min(remaining, _DEFAULT_COMMIT_WAIT_S))
             )
             try:
-                future.result(timeout=wait_s)
+                pending.future.result(timeout=wait_s)
             except futures.TimeoutError:
                 # it may still commit; a retry is then stored once (idempotent on span ids)
-                self._answer(context, grpc.StatusCode.UNAVAILABLE, "the batch was not committed in time")
-            except Exception:
-                logger.exception("a batch could not be stored")
-                # not retryable, like OTLP/HTTP's 500: the same batch would fail again
-                self._answer(context, grpc.StatusCode.INTERNAL, "the batch could not be stored")
-            collector.count_accepted(batch)
+                error = NotCommitted()
+            except Exception as exc:
+                error = exc
+        result = pipeline.finish(pending, error)
+        if result.outcome is not Outcome.OK:
+            self._answer(context, _CODES[result.outcome], result.message)
+        batch = result.batch
+        assert batch is not None
         response = ExportTraceServiceResponse()
         if batch.rejected:
             response.partial_success.rejected_spans = batch.rejected

@@ -37,6 +37,7 @@ from eventscope.tracer.broker.records import BrokerBatch, Topology
 from eventscope.tracer.ingest.lineage import Lineage, Resolution
 from eventscope.tracer.ingest.normaliser import Normalised, SpanNode
 from eventscope.tracer.store import flows
+from eventscope.tracer.store.duck import registered, transaction
 
 __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only"]
 
@@ -455,8 +456,7 @@ class Store:
             times += [row["start_time"] for row in spans if row["kind"] == "PRODUCER"]  # resolved deliveries
             since = min(times) - _PAIR_WINDOW_US if times else None
         con = self._connection
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             new_spans = self._insert_spans(spans)
             self._write_events(events, "span")
             self._write_events(broker_events, "firehose")
@@ -473,10 +473,6 @@ class Store:
             for batch in broker:
                 if batch.topology is not None:
                     self._write_topology(batch.topology)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         self.counts.spans += len(spans)
         self.counts.batches += len(batches)
         self.counts.broker_rows += sum(batch.accepted for batch in broker)
@@ -493,14 +489,11 @@ class Store:
             return
         con = self._connection
         params = {"lo": min(unique), "hi": max(unique)}
-        con.register("_eventscope_batch", _arrow(list(unique.values()), _EVENTS))
-        try:
+        with registered(con, "_eventscope_batch", _arrow(list(unique.values()), _EVENTS)):
             stored = dict(con.execute(_STORED_EVENTS, params).fetchall())
             other, merge = _MERGES[side]
             if other in stored.values():
                 con.execute(merge, params)
-        finally:
-            con.unregister("_eventscope_batch")
         new = [row for event_id, row in unique.items() if event_id not in stored]
         if new:
             self._insert_arrow("events", _arrow(new, _EVENTS), plain=True)
@@ -513,17 +506,13 @@ class Store:
             return
         con = self._connection
         touched = pa.Table.from_arrays([pa.array(list(event_ids), pa.string())], schema=_EVENT_IDS)
-        con.register("_eventscope_touched", touched)
-        try:
+        with registered(con, "_eventscope_touched", touched):
             # a plain comparison (no "$since IS NULL OR"), so the scan can skip row groups
             since = pa.scalar(since_us if since_us is not None else 0, _TS).as_py()
             pairs = con.sql(_DELIVERY_PAIRS, params={"since": since}).to_arrow_table()
-        finally:
-            con.unregister("_eventscope_touched")
         if pairs.num_rows == 0:
             return
-        con.register("_eventscope_pairs", pairs)
-        try:
+        with registered(con, "_eventscope_pairs", pairs):
             # delete first: the record id moves to the span's row and is unique
             con.execute("DELETE FROM deliveries WHERE rowid IN (SELECT firehose_rid FROM _eventscope_pairs)")
             con.execute(
@@ -531,8 +520,6 @@ class Store:
                 "redelivered = coalesce(deliveries.redelivered, p.redelivered) "
                 "FROM _eventscope_pairs p WHERE deliveries.rowid = p.span_rid"
             )
-        finally:
-            con.unregister("_eventscope_pairs")
 
     def _write_topology(self, topology: Topology) -> None:
         """Upsert a management snapshot; what it no longer lists is marked ``present = false``."""
@@ -548,14 +535,11 @@ class Store:
                     for name in schema.names
                     if name not in key and name != "first_seen_at"
                 )
-                con.register("_eventscope_topology", data)
-                try:
+                with registered(con, "_eventscope_topology", data):
                     con.execute(
                         f"INSERT INTO {table} SELECT * FROM _eventscope_topology "
                         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
                     )
-                finally:
-                    con.unregister("_eventscope_topology")
             con.execute(
                 f"UPDATE {table} SET present = false WHERE vhost = ? AND present AND last_seen_at < ?",
                 [topology.vhost, polled_at.as_py()],
@@ -578,13 +562,10 @@ class Store:
             return set()
         con = self._connection
         data = _arrow(list(unique.values()), _SPANS)
-        con.register("_eventscope_batch", data)
         stored = []
-        try:
+        with registered(con, "_eventscope_batch", data):
             for lo, hi in _time_clusters(row["start_time"] for row in unique.values()):
                 stored += con.execute(_STORED_SPANS, {"lo": _ts(lo), "hi": _ts(hi)}).fetchall()
-        finally:
-            con.unregister("_eventscope_batch")
         for key in stored:
             unique.pop(key, None)
         if not unique:
@@ -613,14 +594,11 @@ class Store:
         if not unique:
             return
         con = self._connection
-        con.register("_eventscope_batch", _arrow(list(unique.values()), _DELIVERIES))
-        try:
+        with registered(con, "_eventscope_batch", _arrow(list(unique.values()), _DELIVERIES)):
             con.execute(
                 "INSERT INTO deliveries SELECT * FROM _eventscope_batch b "
                 "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.record_id = b.record_id)"
             )
-        finally:
-            con.unregister("_eventscope_batch")
 
     def _insert(self, table: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
         if not rows:
@@ -635,11 +613,8 @@ class Store:
         if plain:  # a relation insert: no view to register and drop (~0.5 ms each)
             con.from_arrow(data).insert_into(table)
             return
-        con.register("_eventscope_batch", data)
-        try:
+        with registered(con, "_eventscope_batch", data):
             con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _eventscope_batch")
-        finally:
-            con.unregister("_eventscope_batch")
 
     def _refresh_state(self, event_ids: set[str]) -> None:
         """Re-derive the delivery state (delivery_state.sql) of ``event_ids``, in the caller's
@@ -651,16 +626,13 @@ class Store:
         con = self._connection
         touched = pa.Table.from_arrays([pa.array(list(event_ids), pa.string())], schema=_EVENT_IDS)
         params = {"lo": min(event_ids), "hi": max(event_ids)}
-        con.register("_eventscope_touched", touched)
-        try:
+        with registered(con, "_eventscope_touched", touched):
             con.execute(
                 "DELETE FROM delivery_state WHERE event_id IN (SELECT event_id FROM _eventscope_touched)"
             )
             con.execute(
                 "INSERT INTO delivery_state " + _read_state_sql().replace("{scope}", _STATE_SCOPE), params
             )
-        finally:
-            con.unregister("_eventscope_touched")
 
     def _write_resolution(
         self, resolution: Resolution, touched: set[str] | None = None, since_us: int | None = None
@@ -677,15 +649,12 @@ class Store:
                     "event_id": list(resolution.delivery_events.values()),
                 }
             )
-            con.register("_eventscope_updates", updates)
-            try:
+            with registered(con, "_eventscope_updates", updates):
                 for table in ("deliveries", "spans"):
                     con.execute(
                         f"UPDATE {table} SET event_id = u.event_id FROM _eventscope_updates u "
                         f"WHERE {table}.trace_id = u.trace_id AND {table}.span_id = u.span_id"
                     )
-            finally:
-                con.unregister("_eventscope_updates")
         if resolution.settles:
             settles = pa.table(
                 {
@@ -695,8 +664,7 @@ class Store:
                     "settled_at": pa.array([value[1] for value in resolution.settles.values()], _TS),
                 }
             )
-            con.register("_eventscope_settles", settles)
-            try:
+            with registered(con, "_eventscope_settles", settles):
                 settled = con.execute(
                     "UPDATE deliveries SET outcome = s.outcome, settled_at = s.settled_at "
                     "FROM _eventscope_settles s "
@@ -705,8 +673,6 @@ class Store:
                     "RETURNING deliveries.event_id"
                 ).fetchall()
                 changed.update(event_id for (event_id,) in settled)
-            finally:
-                con.unregister("_eventscope_settles")
         self._reconcile_deliveries((touched or set()) | set(resolution.delivery_events.values()), since_us)
         return changed
 
@@ -723,29 +689,21 @@ class Store:
             return 0
         con = self._connection
         wanted = pa.Table.from_pylist([{"trace_id": t, "span_id": s} for t, s in keys], schema=_KEYS)
-        con.register("_eventscope_keys", wanted)
-        try:
+        with registered(con, "_eventscope_keys", wanted):
             rows = con.execute(
                 "SELECT s.trace_id, s.span_id, s.parent_span_id, s.kind, coalesce(s.event_id, d.event_id) "
                 "FROM _eventscope_keys k "
                 "JOIN spans s ON s.trace_id = k.trace_id AND s.span_id = k.span_id "
                 "LEFT JOIN deliveries d ON d.trace_id = s.trace_id AND d.span_id = s.span_id"
             ).fetchall()
-        finally:
-            con.unregister("_eventscope_keys")
         nodes = [
             SpanNode(trace_id, span_id, parent, _KIND_CODES.get(kind, 0), event_id)
             for trace_id, span_id, parent, kind, event_id in rows
         ]
         if nodes:
             resolution = self.lineage.learn(nodes)
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 self._refresh_state(self._write_resolution(resolution))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         return len(nodes)
 
     def retain(self, *, max_age_s: float) -> None:
@@ -754,8 +712,7 @@ class Store:
         """
         con = self._connection
         cutoff = "now() - to_microseconds(CAST(CAST(? AS DOUBLE) * 1000000 AS BIGINT))"
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(f"DELETE FROM spans WHERE end_time < {cutoff}", [max_age_s])
             con.execute(f"DELETE FROM events WHERE published_at < {cutoff}", [max_age_s])
             con.execute(f"DELETE FROM deliveries WHERE received_at < {cutoff}", [max_age_s])
@@ -772,10 +729,6 @@ class Store:
             )
             con.execute("DELETE FROM alert_details WHERE alert_id NOT IN (SELECT alert_id FROM alerts)")
             _rebuild_state(con)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         """Checkpoint and close; idempotent."""
@@ -816,13 +769,8 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> list[int]:
         )
     applied = list(range(current + 1, SCHEMA_VERSION + 1))
     for version in applied:
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(connection):
             connection.execute(_read_sql(_MIGRATIONS[version]))
             connection.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         logger.info("migrated database to schema version %d", version)
     return applied

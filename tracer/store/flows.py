@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import duckdb
 import pyarrow as pa
 
+from eventscope.tracer.store.duck import registered
+
 __all__ = ["assign", "has_unflowed", "rebuild", "write_edges"]
 
 Edge = tuple[str, str, str]  # cause_event_id, effect_event_id, via
@@ -129,11 +131,8 @@ def write_edges(connection: duckdb.DuckDBPyConnection, edges: Iterable[Edge]) ->
     pairs = pa.table(
         {"cause_event_id": causes, "effect_event_id": [pair[1] for pair in unique]}, schema=_PAIRS
     )
-    connection.register("_eventscope_pairs", pairs)
-    try:
+    with registered(connection, "_eventscope_pairs", pairs):
         found = connection.execute(_STORED_PAIRS, {"lo": min(causes), "hi": max(causes)}).fetchall()
-    finally:
-        connection.unregister("_eventscope_pairs")
     for pair in found:
         unique.pop(pair, None)
     if not unique:
@@ -145,14 +144,11 @@ def write_edges(connection: duckdb.DuckDBPyConnection, edges: Iterable[Edge]) ->
     assigned, renamed = assign([(c, e, via) for (c, e), via in unique.items()], stored)
     if renamed:
         relabel = pa.table({"old_flow": list(renamed), "new_flow": list(renamed.values())}, schema=_RELABEL)
-        connection.register("_eventscope_relabel", relabel)
-        try:
+        with registered(connection, "_eventscope_relabel", relabel):
             connection.execute(
                 "UPDATE causal_edges SET flow_id = r.new_flow FROM _eventscope_relabel r "
                 "WHERE causal_edges.flow_id = r.old_flow"
             )
-        finally:
-            connection.unregister("_eventscope_relabel")
     columns = list(zip(*assigned, strict=True))
     data = pa.table(dict(zip(_EDGES.names, columns, strict=True)), schema=_EDGES)
     connection.from_arrow(data).insert_into("causal_edges")
@@ -162,11 +158,8 @@ def _stored_flows(connection: duckdb.DuckDBPyConnection, ids: list[str]) -> dict
     """The flow id of each of ``ids`` that stored edges touch; None if one of those edges has
     no flow id.
     """
-    connection.register("_eventscope_ids", pa.table({"event_id": ids}, schema=_IDS))
-    try:
+    with registered(connection, "_eventscope_ids", pa.table({"event_id": ids}, schema=_IDS)):
         rows = connection.execute(_STORED_FLOWS, {"lo": ids[0], "hi": ids[-1]}).fetchall()
-    finally:
-        connection.unregister("_eventscope_ids")
     if any(unflowed for _, _, unflowed in rows):
         return None
     return {event_id: flow_id for event_id, flow_id, _ in rows}
@@ -195,13 +188,10 @@ def rebuild(connection: duckdb.DuckDBPyConnection) -> int:
             "flow_id": [edge[3] for edge in assigned],
         }
     )
-    connection.register("_eventscope_flows", data)
-    try:
+    with registered(connection, "_eventscope_flows", data):
         connection.execute(
             "UPDATE causal_edges SET flow_id = f.flow_id FROM _eventscope_flows f "
             "WHERE causal_edges.cause_event_id = f.cause_event_id "
             "AND causal_edges.effect_event_id = f.effect_event_id"
         )
-    finally:
-        connection.unregister("_eventscope_flows")
     return len({edge[3] for edge in assigned})
