@@ -193,9 +193,9 @@ def amqp(broker: pika.ConnectionParameters) -> Iterator[Amqp]:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Any]:
     """A fresh DuckDB store (no grace: verdicts are immediate)."""
-    from eventscope.tracer.store.duckdb_store import Store
+    from tests.spans import open_store
 
-    opened = Store.open(tmp_path / "store.duckdb", grace_s=0)
+    opened = open_store(tmp_path / "store.duckdb", grace_s=0)
     yield opened
     opened.close()
 

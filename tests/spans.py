@@ -18,6 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from eventscope.tracer import contract as A
+from eventscope.tracer.ingest.recorder import Recorder
 from eventscope.tracer.server.app import Collector, CollectorConfig, create_app
 from eventscope.tracer.store.duckdb_store import Store
 
@@ -234,3 +235,27 @@ class RunningCollector:
         assert not self._thread.is_alive(), "collector did not stop"
         self.collector.close()
         self.sock.close()
+
+
+class RecordingStore:
+    """A store as the writer uses it: appends go through a :class:`Recorder` (lineage
+    resolved, forgotten spans looked up); every other attribute is the store's own.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.recorder = Recorder(store)
+
+    def append(self, batches: Any) -> None:
+        self.recorder.append(batches)
+
+    def resolve_missing(self, *, older_than_s: float = 1.0) -> int:
+        return self.recorder.resolve_missing(older_than_s=older_than_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def open_store(path: Any, **options: Any) -> RecordingStore:
+    """``Store.open`` for tests that append batches themselves, with the writer's lineage."""
+    return RecordingStore(Store.open(path, **options))

@@ -1,14 +1,91 @@
-"""Span attribute names: the OpenTelemetry messaging conventions we emit, and eventscope's own.
+"""The wire contract both sides share: what the adapters write and the collector reads.
 
-The adapters write these and the collector reads them, so they live in one place. The
-``messaging.*`` names follow the current (1.2x+) messaging semantic conventions; the
-pre-1.2x names that other instrumentations still emit (e.g.
-``opentelemetry-instrumentation-pika``) are listed in ``LEGACY`` for readers.
+* Span attribute names: the OpenTelemetry messaging conventions we emit, and eventscope's own.
+  The ``messaging.*`` names follow the current (1.2x+) messaging semantic conventions; the
+  pre-1.2x names that other instrumentations still emit (e.g.
+  ``opentelemetry-instrumentation-pika``) are listed in ``LEGACY`` for readers.
+* AMQP header names of the event metadata and the W3C trace context, how a header value is
+  read (:func:`decode_header`), how a ``traceparent`` is parsed (:func:`parse_traceparent`)
+  and how an event id is made (:func:`new_event_id`).
+* OTLP's SpanKind codes and names.
+
+Pure Python with no OpenTelemetry import: the collector reads the contract without loading
+the SDK, and services write it without loading DuckDB. docs/adapters.md describes it for users.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import random
+import time
+from typing import Any, Final
+
+# AMQP headers (docs/adapters.md, "Wire metadata").
+TRACEPARENT_HEADER: Final = "traceparent"
+TRACESTATE_HEADER: Final = "tracestate"
+CAUSATION_HEADER: Final = "x-causation-id"
+CORRELATION_HEADER: Final = "x-correlation-id"
+_MAX_HEADER_CHARS = 8192  # W3C baggage's own limit; longer values are not trace context
+_HEX = frozenset("0123456789abcdef")
+
+
+def decode_header(value: Any) -> str | None:
+    """A header value as ``str``, or ``None`` when it is not text (or absurdly long).
+
+    pika decodes AMQP long strings as ``bytes`` or ``str`` depending on content, and foreign
+    producers put anything in a header table: this never raises.
+    """
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str) and len(value) <= _MAX_HEADER_CHARS:
+        return value
+    return None
+
+
+def parse_traceparent(value: str | None) -> tuple[int, int, int] | None:
+    """A W3C ``traceparent`` as ``(trace_id, span_id, flags)``, or ``None`` when not valid.
+
+    Same acceptance as OpenTelemetry's TraceContext propagator (version 00 exactly 55
+    characters; later versions may append fields; ``ff`` is invalid; zero ids are invalid).
+    Hand-written because extracting through the generic propagator costs several microseconds
+    a message on the consumer's hot path (bench/README.md, micro-benchmarks).
+    """
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    version, trace_hex, span_hex, flags_hex = value[:2], value[3:35], value[36:52], value[53:55]
+    if version == "ff" or (version == "00" and len(value) != 55) or (len(value) > 55 and value[55] != "-"):
+        return None
+    if not _HEX.issuperset(version + trace_hex + span_hex + flags_hex):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, int(flags_hex, 16)
+
+
+def new_event_id() -> str:
+    """A UUIDv7 (RFC 9562) as text: time-ordered, so IDs sort by creation time.
+
+    The random bits come from ``random`` (reseeded after fork), as OpenTelemetry's span
+    ids do: event IDs must be unique, not unguessable.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = random.getrandbits(80)  # like OTel's span ids: unique, not secret, no syscall
+    value = (
+        (ms & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76
+        | (rand >> 68 & 0xFFF) << 64
+        | 0b10 << 62
+        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    )
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
 
 # OpenTelemetry messaging semantic conventions (current names).
 MESSAGING_SYSTEM: Final = "messaging.system"
@@ -76,3 +153,7 @@ LEGACY: Final = {
     "net.peer.name": SERVER_ADDRESS,
     "net.peer.port": SERVER_PORT,
 }
+
+# OTLP's SpanKind enum, by wire code and by the name the store keeps in spans.kind.
+SPAN_KINDS: Final = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+SPAN_KIND_CODES: Final = {name: code for code, name in SPAN_KINDS.items()}

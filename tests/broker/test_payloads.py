@@ -19,9 +19,8 @@ from eventscope.tracer.broker.payloads import REDACTED, PayloadCapture, capture
 from eventscope.tracer.broker.records import normalise_firehose
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.server.app import CollectorConfig
-from eventscope.tracer.store.duckdb_store import Store
 from tests.conftest import AMQP_URL
-from tests.spans import RunningCollector
+from tests.spans import RunningCollector, open_store
 
 POLICY = PayloadCapture.with_fields(["email"], max_bytes=200)
 
@@ -138,7 +137,7 @@ def _record(event_id: str, body: bytes, *, kind: str = "publish", at_ns: int | N
 
 
 def test_payloads_are_stored_once_filtered_shown_and_retained(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "p.duckdb", grace_s=0)
+    store = open_store(tmp_path / "p.duckdb", grace_s=0)
     try:
         first = _record("A", b'{"order_id": 42, "customer": {"id": 7}, "password": "p"}')
         replay = _record("A", b'{"order_id": 99}')  # the same id again: the first capture stays

@@ -19,6 +19,8 @@ import duckdb
 import pika
 import pytest
 
+from tests.spans import open_store
+
 HERE = Path(__file__).resolve().parent
 
 from tests.dashboard import dashboard_shop as shop  # noqa: E402
@@ -108,10 +110,9 @@ def alerts_db(shop_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database a collector created and nobody sent anything to."""
-    from eventscope.tracer.store.duckdb_store import Store
 
     db = tmp_path_factory.mktemp("dashboard-empty") / "empty.duckdb"
-    Store.open(db).close()
+    open_store(db).close()
     return db
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from eventscope.tracer.query.client import ApiSource, FileSource, SourceError
 from eventscope.tracer.server.app import CollectorConfig
-from tests.spans import RunningCollector, new_trace, process, publish, request, sid
+from tests.spans import RunningCollector, new_trace, open_store, process, publish, request, sid
 
 _PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
@@ -159,10 +159,8 @@ def test_read_commands_against_the_api_and_the_file(running_collector, tmp_path)
 def test_a_file_of_an_older_schema_read_post_mortem_says_how_to_migrate(tmp_path):
     import duckdb
 
-    from eventscope.tracer.store.duckdb_store import Store
-
     path = tmp_path / "old.duckdb"
-    Store.open(path).close()
+    open_store(path).close()
     with duckdb.connect(str(path)) as connection:  # as a version 4 file is: no payloads, no flow_edges
         connection.execute("DROP TABLE payloads")
         connection.execute("DROP MACRO TABLE flow_edges")
@@ -174,7 +172,7 @@ def test_a_file_of_an_older_schema_read_post_mortem_says_how_to_migrate(tmp_path
             source.ask("events_page")
     finally:
         source.close()
-    Store.open(path).close()  # what the hint says: the collector migrates it
+    open_store(path).close()  # what the hint says: the collector migrates it
     source = FileSource(str(path))
     try:
         assert source.ask("events_page")["total"] == 0

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from eventscope.tracer.ingest.writer import WriteQueueFull
 from eventscope.tracer.server.app import Collector, CollectorConfig
+from eventscope.tracer.store.duckdb_store import Store
 from tests.spans import RunningCollector, new_span_id, new_trace, process, publish, request
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -169,7 +170,6 @@ def test_full_write_queue_answers_503_with_retry_after(
 def test_writer_queue_is_bounded(tmp_path: Path) -> None:
     from eventscope.tracer.ingest.normaliser import Normalised
     from eventscope.tracer.ingest.writer import Writer
-    from eventscope.tracer.store.duckdb_store import Store
 
     store = Store.open(tmp_path / "w.duckdb")
     writer = Writer(store, max_pending=2)  # not started: nothing drains the queue

@@ -31,9 +31,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from eventscope.tracer.store.duckdb_store import Store
 from tests.processes import collect, free_port, wait_healthy
-from tests.spans import RunningCollector, new_span_id, new_trace, publish, request
+from tests.spans import RunningCollector, new_span_id, new_trace, open_store, publish, request
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -306,7 +305,7 @@ def test_kill_9_keeps_every_batch_that_got_a_200(
         acknowledged += 50
     collector.send_signal(signal.SIGKILL)
     collector.communicate(timeout=30)
-    store = Store.open(db)  # replays the write-ahead log
+    store = open_store(db)  # replays the write-ahead log
     try:
         reader = store.reader()
         assert reader.execute("SELECT count(*) FROM events").fetchall() == [(acknowledged,)]

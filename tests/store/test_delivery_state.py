@@ -15,7 +15,7 @@ from eventscope.tracer.broker.management import queue_row
 from eventscope.tracer.broker.records import BrokerBatch, Topology
 from eventscope.tracer.ingest.normaliser import normalise
 from eventscope.tracer.store.duckdb_store import Store
-from tests.spans import new_trace, process, publish, request, settle, sid
+from tests.spans import new_trace, open_store, process, publish, request, settle, sid
 from tests.store.test_store_broker import T0_NS, dead_letter, firehose, record
 
 _COLUMNS = "event_id, event_type, exchange, routing_key, queue, reason, published_at"
@@ -133,7 +133,7 @@ def test_maintained_orphans_equal_the_derived_ones(tmp_path: Path, seed: int) ->
     now_ns = duckdb.connect().execute("SELECT epoch_ns(now())").fetchall()[0][0]
     batches = _scenario(rng, 40, (now_ns - T0_NS) // 1_000_000)
     path = tmp_path / "s.duckdb"
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         polled = now_ns // 1000
         queues = [queue_row({"name": "work", "vhost": "/", "arguments": {"x-message-ttl": 1000}}, polled)]
@@ -144,7 +144,7 @@ def test_maintained_orphans_equal_the_derived_ones(tmp_path: Path, seed: int) ->
             _assert_same(store)
     finally:
         store.close()
-    store = Store.open(path, grace_s=0)  # the rest after a restart: lineage looks spans up
+    store = open_store(path, grace_s=0)  # the rest after a restart: lineage looks spans up
     try:
         for batch in batches[half:]:
             store.append([batch])
@@ -158,7 +158,7 @@ def test_maintained_orphans_equal_the_derived_ones(tmp_path: Path, seed: int) ->
 
 def test_a_version_3_database_gets_its_state_on_migration(tmp_path: Path) -> None:
     path = tmp_path / "v3.duckdb"
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         for batch in _scenario(random.Random(42), 30, 0):
             store.append([batch])
@@ -170,7 +170,7 @@ def test_a_version_3_database_gets_its_state_on_migration(tmp_path: Path) -> Non
         connection.execute("DROP TABLE delivery_state")
         connection.execute("ALTER TABLE causal_edges DROP COLUMN flow_id")  # and version 4 on
         connection.execute("DELETE FROM schema_version WHERE version >= 4")
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         maintained, derived = _both(store, 0)
         assert maintained == derived == expected

@@ -16,7 +16,7 @@ from eventscope.tracer.ingest.normaliser import normalise
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.store import flows
 from eventscope.tracer.store.duckdb_store import Store
-from tests.spans import new_trace, publish, request, rows
+from tests.spans import new_trace, open_store, publish, request, rows
 
 # chain() as it was before flow ids: a walk over every edge (the reference)
 _FULL_CHAIN = """
@@ -126,13 +126,13 @@ def test_flow_walks_equal_walks_over_every_edge(tmp_path: Path, seed: int) -> No
         edges.add((cause, effect))
     ordered = list(edges)
     rng.shuffle(ordered)
-    store = Store.open(tmp_path / "s.duckdb", grace_s=0)
+    store = open_store(tmp_path / "s.duckdb", grace_s=0)
     try:
         for start in range(0, len(ordered), rng.randint(1, 7)):
             store.append([_edge_batch(ordered[start : start + rng.randint(1, 7)])])
         if rng.random() < 0.5:  # a restart: flows are found in the file, not in memory
             store.close()
-            store = Store.open(tmp_path / "s.duckdb", grace_s=0)
+            store = open_store(tmp_path / "s.duckdb", grace_s=0)
             store.append([_edge_batch(ordered[: rng.randint(1, 5)])])
         _components_have_one_flow(store)
         reader = store.reader()
@@ -150,7 +150,7 @@ def test_flow_walks_equal_walks_over_every_edge(tmp_path: Path, seed: int) -> No
 
 def test_a_version_4_database_gets_flow_ids_on_migration(tmp_path: Path) -> None:
     path = tmp_path / "v4.duckdb"
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         store.append([_edge_batch([("A", "B"), ("B", "C"), ("X", "Y")])])
     finally:
@@ -158,7 +158,7 @@ def test_a_version_4_database_gets_flow_ids_on_migration(tmp_path: Path) -> None
     with duckdb.connect(str(path)) as connection:  # back to version 4: no flow ids
         connection.execute("ALTER TABLE causal_edges DROP COLUMN flow_id")
         connection.execute("DELETE FROM schema_version WHERE version >= 5")
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         _components_have_one_flow(store)
         reader = store.reader()
@@ -200,14 +200,14 @@ def test_an_edge_written_by_hand_gets_a_flow_when_the_writer_touches_it(store: S
 
 def test_flow_ids_missing_after_an_interrupted_migration_are_filled_on_open(tmp_path: Path) -> None:
     path = tmp_path / "cut.duckdb"
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         store.append([_edge_batch([("A", "B"), ("B", "C")])])
     finally:
         store.close()
     with duckdb.connect(str(path)) as connection:  # version 5 committed, its flows never filled
         connection.execute("UPDATE causal_edges SET flow_id = NULL")
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         _components_have_one_flow(store)
         assert rows(store, "SELECT event_id FROM chain('A')") == [("A",), ("B",), ("C",)]

@@ -12,13 +12,13 @@ import pytest
 from eventscope.tracer.ingest.normaliser import normalise, synthesized_event_id
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.store.duckdb_store import SCHEMA_VERSION, Store, StoreLocked, connect_read_only
-from tests.spans import new_span_id, new_trace, process, publish, request, rows, settle
+from tests.spans import new_span_id, new_trace, open_store, process, publish, request, rows, settle
 
 
 def test_open_migrates_once_and_reopens(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    Store.open(path).close()
-    store = Store.open(path, grace_s=12.5)
+    open_store(path).close()
+    store = open_store(path, grace_s=12.5)
     try:
         versions = rows(store, "SELECT version FROM schema_version ORDER BY version")
         assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
@@ -40,11 +40,11 @@ def test_open_migrates_once_and_reopens(tmp_path: Path) -> None:
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    Store.open(path).close()
+    open_store(path).close()
     with duckdb.connect(str(path)) as connection:
         connection.execute("INSERT INTO schema_version (version) VALUES (99)")
     with pytest.raises(RuntimeError, match="newer"):
-        Store.open(path)
+        open_store(path)
 
 
 def test_same_batch_twice_is_stored_once(store: Store) -> None:
@@ -166,11 +166,11 @@ def test_routed_queues_when_known(store: Store) -> None:
 def test_settle_and_producer_resolved_across_batches_and_restart(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     trace_id, producer_id, consumer_id = new_trace(), new_span_id(), new_span_id()
-    store = Store.open(path)
+    store = open_store(path)
     store.append([normalise(request(publish(trace_id=trace_id, event_id=None, span_id=producer_id)))])
     store.close()
     # after a restart the producer is only in the database: the lookup finds it
-    store = Store.open(path)
+    store = open_store(path)
     try:
         consumer = process(
             trace_id=trace_id, parent=producer_id, event_id=None, queue="q", span_id=consumer_id, outcome=None
@@ -215,7 +215,7 @@ def test_external_access_is_off_for_every_connection(store: Store, tmp_path: Pat
 
 def test_read_only_open_and_lock_message(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    Store.open(path).close()
+    open_store(path).close()
     connection = connect_read_only(path)
     assert connection.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
     connection.close()
@@ -232,7 +232,7 @@ def test_read_only_open_and_lock_message(tmp_path: Path) -> None:
         with pytest.raises(StoreLocked, match="--api"):
             connect_read_only(path)
         with pytest.raises(StoreLocked):
-            Store.open(path)
+            open_store(path)
     finally:
         holder.communicate("\n")
 
@@ -264,7 +264,7 @@ def test_a_table_rebuilt_without_its_primary_key_keeps_its_rows(
     path = tmp_path / "keyed.duckdb"
     trace_id, producer_id = new_trace(), new_span_id()
     first = publish(trace_id=trace_id, event_id="A", span_id=producer_id, causation_id="Z")
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         store.append([normalise(request(first))])
         before = rows(store, f"SELECT * FROM {table}")
@@ -280,7 +280,7 @@ def test_a_table_rebuilt_without_its_primary_key_keeps_its_rows(
         connection.execute(f"INSERT INTO {table} SELECT * FROM {table}_keyed")
         connection.execute(f"DROP TABLE {table}_keyed")
         connection.execute(f"DELETE FROM schema_version WHERE version >= {version}")
-    store = Store.open(path, grace_s=0)
+    store = open_store(path, grace_s=0)
     try:
         assert rows(store, f"SELECT * FROM {table}") == before
         assert (

@@ -25,7 +25,7 @@ from eventscope.tracer.broker.records import (
 from eventscope.tracer.ingest.normaliser import normalise, synthesized_event_id
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.store.duckdb_store import SCHEMA_VERSION, Store
-from tests.spans import new_span_id, new_trace, process, publish, request, rows, sid
+from tests.spans import new_span_id, new_trace, open_store, process, publish, request, rows, sid
 
 T0_NS = 1_700_000_000_000_000_000  # the span helpers' epoch (2023)
 MS = 1_000_000
@@ -292,7 +292,7 @@ def test_a_version_1_database_migrates_and_keeps_its_rows(tmp_path: Path) -> Non
         connection.execute(
             "INSERT INTO deliveries VALUES ('A', 'q', 's', now(), now(), 'ack', false, NULL, 't', 's')"
         )
-    store = Store.open(path)
+    store = open_store(path)
     try:
         assert rows(store, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
         assert rows(store, "SELECT event_id, outcome, source, record_id FROM deliveries") == [

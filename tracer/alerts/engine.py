@@ -42,7 +42,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -52,7 +52,10 @@ from eventscope.tracer.ingest.writer import WriteQueueFull, Writer
 from eventscope.tracer.metrics import Family, labels
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.store.duck import registered, transaction
-from eventscope.tracer.store.duckdb_store import Batch, Store
+from eventscope.tracer.store.duckdb_store import Store
+
+if TYPE_CHECKING:
+    from eventscope.tracer.store.duckdb_store import Batch
 
 __all__ = ["DROP_POLICY", "AlertEngine", "TickStats"]
 

@@ -31,7 +31,7 @@ from eventscope.tracer.broker import payloads
 from eventscope.tracer.broker.payloads import PayloadCapture
 from eventscope.tracer.broker.records import Death, message_event_id, parse_deaths
 from eventscope.tracer.broker.tap import COLLECTOR_QUEUE_PREFIX, AmqpTap
-from eventscope.tracer.sdk.propagation import (
+from eventscope.tracer.contract import (
     CAUSATION_HEADER,
     CORRELATION_HEADER,
     TRACEPARENT_HEADER,

@@ -21,11 +21,12 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from eventscope.tracer.contract import decode_header, parse_traceparent
 from eventscope.tracer.ingest.normaliser import synthesized_event_id
-from eventscope.tracer.sdk.propagation import _parse_traceparent, decode_header
+from eventscope.tracer.store.batches import BrokerBatch, Topology
 
 if TYPE_CHECKING:
     from eventscope.tracer.broker.firehose import FirehoseRecord
@@ -95,9 +96,9 @@ def message_event_id(
         return message_id
     headers = properties.get("headers")
     headers = headers if isinstance(headers, Mapping) else {}
-    parent = _parse_traceparent(decode_header(headers.get("traceparent")))
+    parent = parse_traceparent(decode_header(headers.get("traceparent")))
     if parent is not None:
-        return synthesized_event_id(f"{parent.trace_id:032x}", f"{parent.span_id:016x}")
+        return synthesized_event_id(f"{parent[0]:032x}", f"{parent[1]:016x}")
     deaths = headers.get("x-death")
     if isinstance(deaths, list | tuple) and deaths and isinstance(deaths[-1], Mapping):
         first = deaths[-1]  # the oldest death names where the message was first published
@@ -180,35 +181,6 @@ class DeadLetter:
     deaths: tuple[Death, ...]
 
 
-@dataclass
-class Topology:
-    """One management-API snapshot of a vhost: queues, exchanges and bindings as rows."""
-
-    vhost: str
-    polled_at_us: int
-    queues: list[dict[str, Any]] = field(default_factory=list)
-    exchanges: list[dict[str, Any]] = field(default_factory=list)
-    bindings: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class BrokerBatch:
-    """Rows of broker truth for one write: the store merges them with the span side's."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
-    edges: list[tuple[str, str, str]] = field(default_factory=list)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
-    topology: Topology | None = None
-    payloads: list[dict[str, Any]] = field(default_factory=list)  # with payload capture on
-
-    @property
-    def accepted(self) -> int:
-        """Rows in the batch (the writer's group-commit measure)."""
-        rows = len(self.events) + len(self.deliveries) + len(self.dead_letters) + len(self.payloads)
-        return rows + (self.topology is not None)
-
-
 def _death_rows(
     event_id: str, deaths: Sequence[Death], dead_letter_exchange: str | None, observed_at_us: int
 ) -> list[dict[str, Any]]:
@@ -241,7 +213,7 @@ def normalise_firehose(records: Iterable[FirehoseRecord]) -> BrokerBatch:
     for record in records:
         observed_us = record.observed_at_ns // 1000
         if record.kind == "publish":
-            parent = _parse_traceparent(record.traceparent)
+            parent = parse_traceparent(record.traceparent)
             routing_key = record.routing_keys[0] if record.routing_keys else None
             out.events.append(
                 {
@@ -251,8 +223,8 @@ def normalise_firehose(records: Iterable[FirehoseRecord]) -> BrokerBatch:
                     "routing_key": routing_key,
                     "producer_service": record.app_id,
                     "published_at": observed_us,
-                    "trace_id": f"{parent.trace_id:032x}" if parent else None,
-                    "span_id": f"{parent.span_id:016x}" if parent else None,
+                    "trace_id": f"{parent[0]:032x}" if parent else None,
+                    "span_id": f"{parent[1]:016x}" if parent else None,
                     "causation_id": record.causation_header,
                     "correlation_id": record.correlation_header,
                     "routed_queues": list(record.routed_queues or ()),

@@ -10,9 +10,9 @@ Bounds and drop policy: at most ``max_spans`` remembered spans (oldest forgotten
 counted in ``evicted``) and ``max_waiting`` parked needs (oldest dropped first, counted in
 ``dropped``); a need parked longer than ``wait_s`` is dropped as well (``expired``). A
 dropped need loses one causal edge, one delivery's event id or one settle outcome, never a
-row. The store looks up forgotten spans in the database (``missing()`` / ``learn()``).
+row. Forgotten spans are looked up in the database (:meth:`Recorder.resolve_missing`).
 
-Used by the store's writer thread only: not thread-safe.
+Used by the writer thread only (through :class:`Recorder`): not thread-safe.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from eventscope.tracer.ingest.normaliser import (
@@ -33,6 +33,7 @@ from eventscope.tracer.ingest.normaliser import (
     SettleNeed,
     SpanNode,
 )
+from eventscope.tracer.store.batches import Resolution
 
 __all__ = ["Lineage", "Resolution"]
 
@@ -45,15 +46,6 @@ _MAX_WALK = 64
 
 Key = tuple[str, str]
 Need = DeliveryNeed | CauseNeed | SettleNeed
-
-
-@dataclass
-class Resolution:
-    """What one batch changes beyond its own rows (those are edited in place)."""
-
-    edges: set[tuple[str, str, str]] = field(default_factory=set)
-    delivery_events: dict[Key, str] = field(default_factory=dict)
-    settles: dict[Key, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

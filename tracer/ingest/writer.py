@@ -22,9 +22,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eventscope.tracer.store.duckdb_store import Batch, Store
+from eventscope.tracer.ingest.recorder import Recorder
+from eventscope.tracer.store.duckdb_store import Store
+
+if TYPE_CHECKING:
+    from eventscope.tracer.store.duckdb_store import Batch
 
 __all__ = ["DROP_POLICY", "WriteQueueFull", "Writer"]
 
@@ -74,6 +78,7 @@ class Writer:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         self.store = store
+        self.recorder = Recorder(store)
         self.max_pending = max_pending
         self.max_group_spans = max_group_spans
         self.lookup_interval_s = lookup_interval_s
@@ -202,7 +207,7 @@ class Writer:
             now = time.monotonic()
             if now >= next_lookup:
                 next_lookup = now + self.lookup_interval_s
-                self._housekeeping("lineage lookup", lambda: self.store.resolve_missing())
+                self._housekeeping("lineage lookup", lambda: self.recorder.resolve_missing())
             if self.retention_s is not None and now >= next_retention:
                 next_retention = now + self.retention_interval_s
                 self._housekeeping("retention", self._retain)
@@ -213,7 +218,7 @@ class Writer:
 
     def _write(self, jobs: list[_Job]) -> None:
         try:
-            self.store.append([job.batch for job in jobs])
+            self.recorder.append([job.batch for job in jobs])
         except Exception as exc:
             if len(jobs) == 1:
                 self.failed += 1

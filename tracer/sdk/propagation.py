@@ -8,15 +8,13 @@ foreign producer puts in a header table:
   (``None``, ints, nested tables), so odd headers never raise. With the default W3C
   propagators, ``traceparent`` is formatted straight from the span context (the generic
   propagator path costs several microseconds a message).
-* **Event metadata** (DESIGN.md, "Wire metadata"): event IDs (UUIDv7), and the event being
+* **Event metadata** (docs/adapters.md, "Wire metadata"): event IDs (UUIDv7), and the event being
   handled in the current context, from which published events take their
   ``x-causation-id`` and ``x-correlation-id``.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +26,16 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from eventscope.tracer.contract import (
+    CAUSATION_HEADER,
+    CORRELATION_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    decode_header,
+    new_event_id,
+    parse_traceparent,
+)
 
 __all__ = [
     "CAUSATION_HEADER",
@@ -43,24 +51,7 @@ __all__ = [
     "with_handling",
 ]
 
-TRACEPARENT_HEADER = "traceparent"
-TRACESTATE_HEADER = "tracestate"
-CAUSATION_HEADER = "x-causation-id"
-CORRELATION_HEADER = "x-correlation-id"
-_MAX_HEADER_CHARS = 8192  # W3C baggage's own limit; longer values are not trace context
 _HANDLING_KEY = context.create_key("eventscope.handling")
-
-
-def decode_header(value: Any) -> str | None:
-    """A header value as ``str``, or ``None`` when it is not text (or absurdly long)."""
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if isinstance(value, str) and len(value) <= _MAX_HEADER_CHARS:
-        return value
-    return None
 
 
 class HeaderGetter(Getter[Mapping[str, Any]]):
@@ -98,29 +89,13 @@ def extract(headers: Any, ctx: Context | None = None) -> Context:
     return propagate.extract(headers, context=ctx, getter=_getter)
 
 
-_HEX = frozenset("0123456789abcdef")
-
-
 def _parse_traceparent(value: str | None) -> SpanContext | None:
-    """A W3C ``traceparent`` as a remote span context, or ``None`` when it is not valid.
-
-    Same acceptance as OpenTelemetry's TraceContext propagator (version 00 exactly 55
-    characters; later versions may append fields; ``ff`` is invalid; zero ids are invalid).
-    """
-    if value is None:
+    """A W3C ``traceparent`` as a remote span context, or ``None`` when it is not valid."""
+    parsed = parse_traceparent(value)
+    if parsed is None:
         return None
-    value = value.strip(" \t")
-    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
-        return None
-    version, trace_hex, span_hex, flags_hex = value[:2], value[3:35], value[36:52], value[53:55]
-    if version == "ff" or (version == "00" and len(value) != 55) or (len(value) > 55 and value[55] != "-"):
-        return None
-    if not _HEX.issuperset(version + trace_hex + span_hex + flags_hex):
-        return None
-    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
-    if not trace_id or not span_id:
-        return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags_hex, 16)))
+    trace_id, span_id, flags = parsed
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 _default_w3c: tuple[Any, bool] = (None, False)
@@ -163,25 +138,6 @@ def inject(headers: MutableMapping[str, Any], span: Span, parent: Context | None
     propagate.inject(carrier, context=trace.set_span_in_context(span, parent))
     for key, value in carrier.items():
         headers.setdefault(key, value)
-
-
-def new_event_id() -> str:
-    """A UUIDv7 (RFC 9562) as text: time-ordered, so IDs sort by creation time.
-
-    The random bits come from ``random`` (reseeded after fork), as OpenTelemetry's span
-    ids do: event IDs must be unique, not unguessable.
-    """
-    ms = time.time_ns() // 1_000_000
-    rand = random.getrandbits(80)  # like OTel's span ids: unique, not secret, no syscall
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | (rand >> 68 & 0xFFF) << 64
-        | 0b10 << 62
-        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-    )
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,7 @@ class Collector:
 
     def metric_families(self) -> list[Family]:
         """The collector's own health, every component's families (rendered by the API)."""
-        lineage = self.store.lineage
+        lineage = self.writer.recorder.lineage
         families: list[Family] = [
             *self.pipeline.metric_families(),
             ("write_failures_total", "counter", "Batches not written.", [("", self.writer.failed)]),

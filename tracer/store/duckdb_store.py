@@ -28,16 +28,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from eventscope.tracer.broker.records import BrokerBatch, Topology
-from eventscope.tracer.ingest.lineage import Lineage, Resolution
-from eventscope.tracer.ingest.normaliser import Normalised, SpanNode
 from eventscope.tracer.store import flows
+from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
 from eventscope.tracer.store.duck import registered, transaction
+
+if TYPE_CHECKING:
+    from eventscope.tracer.ingest.normaliser import Normalised
+
+    Batch = Normalised | BrokerBatch
 
 __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only"]
 
@@ -60,7 +63,6 @@ _MIGRATIONS = {
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
 _STATE_VERSION = 4  # the migration that adds delivery_state: fill it for the rows already there
-_KIND_CODES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 _SANDBOX = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
@@ -272,9 +274,6 @@ WHERE s.traced AND NOT f.traced
 """
 
 
-Batch = Normalised | BrokerBatch
-
-
 class StoreLocked(RuntimeError):
     """Another process (a running collector) holds the database file."""
 
@@ -346,12 +345,11 @@ def connect_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
 class Store:
     """The database of one collector. Create with :meth:`open`."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str, lineage: Lineage) -> None:
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str) -> None:
         self._connection = connection
         self.path = path
-        self.lineage = lineage
         self.counts = Counts()
-        self._had_rows_at_open = False
+        self.had_rows_at_open = False
         self._has_firehose_deliveries = False
         self._close_lock = threading.Lock()
         self._closed = False
@@ -364,7 +362,6 @@ class Store:
         grace_s: float = _DEFAULT_GRACE_S,
         memory_limit: str = _DEFAULT_MEMORY_LIMIT,
         threads: int | None = None,
-        lineage: Lineage | None = None,
     ) -> Store:
         """Open (creating or migrating) the database at ``path`` for writing.
 
@@ -398,9 +395,9 @@ class Store:
                 "INSERT OR REPLACE INTO collector_settings VALUES ('grace_s', ?)", [repr(float(grace_s))]
             )
             connection.execute("SET lock_configuration = true")
-            store = cls(connection, str(path), lineage or Lineage())
+            store = cls(connection, str(path))
             (count,) = connection.execute("SELECT count(*) FROM spans").fetchall()[0]
-            store._had_rows_at_open = count > 0
+            store.had_rows_at_open = count > 0
             (found,) = connection.execute(
                 "SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE record_id IS NOT NULL LIMIT 1)"
             ).fetchall()[0]
@@ -422,18 +419,14 @@ class Store:
         return self._connection.cursor()
 
     # -- writing (writer thread only) ---------------------------------------------------
-    def append(self, batches: Sequence[Batch]) -> None:
-        """Store ``batches`` (span batches and broker truth) in one transaction; committed when
-        this returns.
+    def append(self, batches: Sequence[Batch], resolution: Resolution | None = None) -> None:
+        """Store ``batches`` (span batches and broker truth) and what lineage resolved about
+        older rows (``resolution``: :class:`eventscope.tracer.ingest.recorder.Recorder` passes
+        it) in one transaction; committed when this returns.
         """
-        normalised = [batch for batch in batches if isinstance(batch, Normalised)]
+        normalised = [batch for batch in batches if not isinstance(batch, BrokerBatch)]
         broker = [batch for batch in batches if isinstance(batch, BrokerBatch)]
-        resolution = Resolution()
-        for batch in normalised:
-            result = self.lineage.apply(batch)
-            resolution.edges |= result.edges
-            resolution.delivery_events.update(result.delivery_events)
-            resolution.settles.update(result.settles)
+        resolution = resolution or Resolution()
         spans = [row for batch in normalised for row in batch.spans]
         events = [row for batch in normalised for row in batch.events]
         deliveries = [row for batch in normalised for row in batch.deliveries]
@@ -676,35 +669,24 @@ class Store:
         self._reconcile_deliveries((touched or set()) | set(resolution.delivery_events.values()), since_us)
         return changed
 
-    def resolve_missing(self, *, older_than_s: float = 1.0) -> int:
-        """Look up in the database the spans lineage waits for but no longer remembers.
-
-        Only useful when the spans could be there: the file had data when opened, or lineage
-        forgot spans. Returns how many were found.
+    def lookup_spans(self, keys: Sequence[Key]) -> list[tuple[str, str, str | None, str, str | None]]:
+        """``(trace_id, span_id, parent_span_id, kind, event_id)`` of the stored spans among
+        ``keys``: what lineage asks for once it has forgotten a span it still waits on.
         """
-        if not (self._had_rows_at_open or self.lineage.forgot_any):
-            return 0
-        keys = self.lineage.missing(older_than_s=older_than_s)
-        if not keys:
-            return 0
         con = self._connection
         wanted = pa.Table.from_pylist([{"trace_id": t, "span_id": s} for t, s in keys], schema=_KEYS)
         with registered(con, "_eventscope_keys", wanted):
-            rows = con.execute(
+            return con.execute(
                 "SELECT s.trace_id, s.span_id, s.parent_span_id, s.kind, coalesce(s.event_id, d.event_id) "
                 "FROM _eventscope_keys k "
                 "JOIN spans s ON s.trace_id = k.trace_id AND s.span_id = k.span_id "
                 "LEFT JOIN deliveries d ON d.trace_id = s.trace_id AND d.span_id = s.span_id"
             ).fetchall()
-        nodes = [
-            SpanNode(trace_id, span_id, parent, _KIND_CODES.get(kind, 0), event_id)
-            for trace_id, span_id, parent, kind, event_id in rows
-        ]
-        if nodes:
-            resolution = self.lineage.learn(nodes)
-            with transaction(con):
-                self._refresh_state(self._write_resolution(resolution))
-        return len(nodes)
+
+    def write_resolution(self, resolution: Resolution) -> None:
+        """Write, in a transaction of its own, what lineage resolved outside a batch."""
+        with transaction(self._connection):
+            self._refresh_state(self._write_resolution(resolution))
 
     def retain(self, *, max_age_s: float) -> None:
         """Delete what is older than ``max_age_s`` (spans, events, deliveries, dead letters,
