@@ -209,3 +209,23 @@ def running_collector(tmp_path: Path) -> Iterator[Any]:
     collector = RunningCollector(CollectorConfig(db_path=str(tmp_path / "collector.duckdb"), grace_s=0))
     yield collector.start()
     collector.stop()
+
+
+_BROKER_FIXTURES = frozenset({"broker", "amqp", "tracing"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that talks to the broker carries the ``integration`` marker (so
+    ``-m "not integration"`` runs without RabbitMQ): a test that asks for a broker fixture
+    without it is a collection error, not a silent mislabel.
+    """
+    unmarked = [
+        item.nodeid
+        for item in items
+        if _BROKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that use the broker need @pytest.mark.integration:\n  " + "\n  ".join(unmarked)
+        )

@@ -227,3 +227,18 @@ def test_tracer_keeps_a_handful_of_flat_modules_and_no_file_is_huge() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 900
     }
     assert too_long == {}
+
+
+def test_the_docs_name_every_sub_package() -> None:
+    packages = sorted(p.name for p in (ROOT / "tracer").iterdir() if (p / "__init__.py").exists())
+    assert packages, "no sub-packages found"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    architecture = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [
+        f"{doc}: tracer/{name}/"
+        for doc, text in (("README.md", layout), ("docs/architecture.md", architecture))
+        for name in packages
+        if f"{name}/" not in text
+    ]
+    assert missing == []

@@ -102,7 +102,7 @@ SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 ERROR_TYPE: Final = "error.type"
 
-# eventscope's own attributes: the event metadata of DESIGN.md "Wire metadata".
+# eventscope's own attributes: the event metadata of docs/adapters.md, "Wire metadata".
 EVENT_TYPE: Final = "eventscope.event.type"
 CAUSATION_ID: Final = "eventscope.causation_id"
 CORRELATION_ID: Final = "eventscope.correlation_id"

@@ -14,6 +14,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from eventscope.adapters.pika import install, instrument_channel, uninstall
 from eventscope.tracer import contract as A
 
+pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
+
 
 def _consume_one(channel, queue, handler, timeout=5.0):
     """Run ``handler`` for one message delivered to a basic_consume callback."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pika
+import pytest
 from opentelemetry import trace
 
 from eventscope.adapters.pika import TracedChannel, install, instrument_channel, uninstall
 from eventscope.tracer import contract as A
+
+pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
 
 
 def _run(parameters, on_channel, timeout=5.0):

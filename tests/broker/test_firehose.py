@@ -18,6 +18,8 @@ from eventscope.tracer.broker.firehose import (
 )
 from tests.conftest import TEST_VHOST
 
+pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
+
 
 def _tracing_on(vhost: str = "/") -> bool:
     out = subprocess.run(["rabbitmqctl", "list_vhosts", "name", "tracing"], capture_output=True, text=True)

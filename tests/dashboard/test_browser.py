@@ -20,6 +20,8 @@ import pytest
 from eventscope.dashboard import server
 from tests.dashboard.dashboard_helpers import CLI, ROOT, free_port
 
+pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
+
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -18,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 from eventscope.tracer.query.client import ApiSource, open_source
 from tests.dashboard.dashboard_helpers import APP, CLI, free_port, metrics, texts, wait_healthy
 
+pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
+
 
 @pytest.fixture(scope="module")
 def live_collector(shop_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -13,6 +13,8 @@ import pytest
 from eventscope.tracer.query.client import open_source
 from tests.dashboard.dashboard_helpers import metrics, one, open_page, texts
 
+pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
+
 
 def test_overview_shows_totals_orphans_and_slowest(shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_page(shop_db, None, monkeypatch)

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import AMQP_URL, TEST_VHOST
 
+pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
+
 ALL_REASONS = {
     "unroutable",
     "unconsumed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -107,6 +108,7 @@ def test_not_eligible_when_the_application_owns_the_provider_or_samples_differen
     assert not LeanTracer.eligible(setup)
 
 
+@pytest.mark.integration
 def test_application_processor_added_to_the_owned_provider_sees_adapter_spans(amqp, spans):
     provider = spans.provider
     multi = provider._active_span_processor
@@ -122,6 +124,7 @@ def test_application_processor_added_to_the_owned_provider_sees_adapter_spans(am
     assert [s.name for s in spans.named("publish")] == ["publish amq.default"]
 
 
+@pytest.mark.integration
 def test_attributes_set_by_the_handler_on_the_current_span_are_exported(amqp, spans):
     queue = amqp.queue()
     amqp.admin.basic_publish("", queue, b"x")
