@@ -25,8 +25,13 @@ _QUEUES = ["work", "billing", "audit"]
 def _both(store: Store, grace_s: float) -> tuple[list[tuple], list[tuple]]:
     reader = store.reader()
     try:
+        # one transaction, so both read the same now(): an event whose queue TTL runs out
+        # between two statements is 'unconsumed' to one and 'expired' to the other (a slow
+        # machine made this test flaky before)
+        reader.execute("BEGIN TRANSACTION READ ONLY")
         maintained = reader.execute(f"SELECT {_COLUMNS} FROM maintained_orphans(?)", [grace_s]).fetchall()
         derived = reader.execute(f"SELECT {_COLUMNS} FROM orphans_after(?)", [grace_s]).fetchall()
+        reader.execute("ROLLBACK")
     finally:
         reader.close()
     return maintained, derived

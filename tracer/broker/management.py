@@ -20,7 +20,6 @@ import json
 import logging
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from typing import Any
 import httpx
 
 from eventscope.tracer.broker.records import Topology
+from eventscope.tracer.broker.worker import Worker
 
 __all__ = ["ManagementPoller", "exchange_row", "plugin_enabled", "queue_row", "set_plugin"]
 
@@ -137,7 +137,7 @@ def binding_row(binding: Mapping[str, Any], polled_at_us: int) -> dict[str, Any]
     }
 
 
-class ManagementPoller:
+class ManagementPoller(Worker):
     """Polls one vhost's topology in a thread of its own; never raises into the collector."""
 
     def __init__(
@@ -175,22 +175,12 @@ class ManagementPoller:
         self.last_error: str | None = None
         self.last_poll_at: float | None = None
         self.last_topology: Topology | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="eventscope-management", daemon=True)
+        Worker.__init__(self, "eventscope-management")
 
     @property
     def ok(self) -> bool:
         """Did the latest poll succeed?"""
         return self.last_poll_at is not None and self.last_error is None
-
-    def start(self) -> ManagementPoller:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def fetch(self) -> Topology:
         """One snapshot; raises ``httpx.HTTPError`` or ``ValueError`` on failure."""

@@ -26,6 +26,8 @@ from typing import Any, Generic, TypeVar
 
 import pika
 
+from eventscope.tracer.broker.worker import Worker
+
 __all__ = ["COLLECTOR_QUEUE_PREFIX", "AmqpTap"]
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ _RECONNECT_MAX_S = 10.0
 T = TypeVar("T")
 
 
-class AmqpTap(Generic[T]):
+class AmqpTap(Worker, Generic[T]):
     """Consume an exclusive queue of the collector's own; subclasses declare, bind and parse."""
 
     name = "tap"
@@ -69,8 +71,7 @@ class AmqpTap(Generic[T]):
         self.last_error: str | None = None
         self.connected = threading.Event()
         self._connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"eventscope-{self.name}", daemon=True)
+        Worker.__init__(self, f"eventscope-{self.name}")
 
     # -- for subclasses ---------------------------------------------------------------------
     def _declare(self, connection: pika.BlockingConnection, channel: Any) -> None:
@@ -83,20 +84,6 @@ class AmqpTap(Generic[T]):
 
     def _tick(self, connection: pika.BlockingConnection) -> None:
         """Called between messages and at every flush interval (e.g. to add bindings)."""
-
-    # -- lifecycle ------------------------------------------------------------------------------
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def start(self) -> AmqpTap[T]:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def _connection_parameters(self) -> pika.ConnectionParameters | pika.URLParameters:
         parameters = copy.copy(self.parameters)  # the caller's object stays as it was

@@ -6,7 +6,8 @@
 -- of a batch among the stored events in the batch's id range (with time-ordered UUIDv7 ids,
 -- DuckDB reads only those row groups), inserts the new ones and merges a span's event with the
 -- firehose's row of the same id (or the other way round) by an UPDATE, the same rules as before
--- (docs/sql.md, "Broker truth"). The same columns in the same order.
+-- (docs/sql.md, "Broker truth"). The same columns in the same order: the table is restated from
+-- schema.sql on purpose (a migration is a frozen record of what it did, never an import).
 CREATE TABLE events_v8 (
     event_id          VARCHAR NOT NULL,
     event_type        VARCHAR,
