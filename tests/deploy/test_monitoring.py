@@ -221,3 +221,10 @@ def test_the_grafana_dashboard_is_importable_and_provisioned(tmp_path: Path):
     (datasource,) = source["datasources"]
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
     assert "127.0.0.1:9090:9090" in compose()["services"]["prometheus"]["ports"]
+
+
+@pytest.mark.integration
+def test_every_served_metric_is_documented(served):
+    docs = (DEPLOY.parent / "docs" / "deploy.md").read_text()
+    documented = set(re.findall(r"^\| `(eventscope_[a-z_]+)` \|", docs, flags=re.MULTILINE))
+    assert documented == set(served), (set(served) - documented, documented - set(served))
