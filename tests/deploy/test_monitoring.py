@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +230,46 @@ def test_every_served_metric_is_documented(served):
     docs = (DEPLOY.parent / "docs" / "deploy.md").read_text()
     documented = set(re.findall(r"^\| `(eventscope_[a-z_]+)` \|", docs, flags=re.MULTILINE))
     assert documented == set(served), (set(served) - documented, documented - set(served))
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    return promtool
+
+
+def test_promtool_accepts_the_rules_and_their_unit_tests_pass(tmp_path: Path):
+    promtool = _promtool()
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{len(_rules())} rules found" in checked.stdout
+    tested = subprocess.run(
+        [promtool, "test", "rules", "eventscope-rules.test.yml"],
+        cwd=RULES.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    # every alert has a case that makes it fire
+    cases = load_yaml(RULES.parent / "eventscope-rules.test.yml")["tests"]
+    fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t.get("exp_alerts")}
+    untested = {rule["alert"] for rule in _rules()} - fired
+    assert not untested, f"no promtool case fires {sorted(untested)}"
+
+
+def test_promtool_accepts_the_compose_prometheus_config(tmp_path: Path):
+    promtool = _promtool()
+    config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    (tmp_path / "prometheus.yml").write_text(config.replace("/etc/prometheus/", ""))
+    shutil.copy(RULES, tmp_path / RULES.name)
+    checked = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
