@@ -244,6 +244,15 @@ def test_the_scale_profile_wires_the_load_balancer_gateways_and_clickhouse(servi
     assert "8123/ping" in " ".join(clickhouse["healthcheck"]["test"])
 
 
+def test_the_documented_scale_command_names_the_scale_profile_and_what_it_needs(services):
+    docs = " ".join((ROOT / "docs" / "deploy.md").read_text().split())
+    (named,) = re.findall(r"`docker compose --profile scale up ([a-z0-9 -]+)`", docs)
+    needed = set(SCALE) | {
+        dependency for name in SCALE for dependency in services[name].get("depends_on", {})
+    }
+    assert set(named.split()) == needed
+
+
 class _RecordingChannel:
     """Stands in for a pika channel: records what the demo shop declares."""
 
