@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from eventscope.tracer.alerts.rules import load
@@ -33,6 +34,16 @@ def _pod(workload: dict[str, Any]) -> dict[str, Any]:
 
 def _ports(container: dict[str, Any]) -> dict[str, int]:
     return {port["name"]: port["containerPort"] for port in container["ports"]}
+
+
+@pytest.mark.parametrize("version", ["1.30.0", kubernetes_validate.latest_version()])
+def test_every_object_matches_the_kubernetes_api_schema(objects, version):
+    """Strict: an unknown or misspelt field (``readinesProbe``) fails, as the API server would."""
+    for (kind, name), document in objects.items():
+        try:
+            kubernetes_validate.validate(document, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{kind}/{name} (Kubernetes {version}): {exc.message}") from None
 
 
 def test_the_collector_is_one_pod_with_its_own_volume(objects):
