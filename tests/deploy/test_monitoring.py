@@ -34,11 +34,7 @@ from tests.spans import RunningCollector, new_span_id, new_trace, publish, reque
 JOB = "eventscope"
 RULES = DEPLOY / "prometheus" / "eventscope-rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "eventscope.json"
-_METRIC = re.compile(r"\b(eventscope_[a-z_]+)\b")
-_SELECTOR_LABELS = re.compile(r"\b(eventscope_[a-z_]+)\{([^}]*)\}")
-_GROUPING = re.compile(r"\bby \(([^)]*)\)")
-_DURATION = re.compile(r"^\d+[smhdwy]$")
-_ADDED_BY_PROMETHEUS = {"job", "instance", "namespace", "pod"}
+# one rule that fires at once and one sink, so that labelled alert samples exist
 ALERTS = """
 [alerts]
 interval = "100ms"
@@ -50,6 +46,11 @@ within = "0s"
 [[alerts.sinks]]
 type = "log"
 """
+_METRIC = re.compile(r"\b(eventscope_[a-z_]+)\b")
+_SELECTOR_LABELS = re.compile(r"\b(eventscope_[a-z_]+)\{([^}]*)\}")
+_GROUPING = re.compile(r"\bby \(([^)]*)\)")
+_DURATION = re.compile(r"^\d+[smhdwy]$")
+_ADDED_BY_PROMETHEUS = {"job", "instance", "namespace", "pod"}
 _SAMPLE = re.compile(r"^(eventscope_[a-z_]+)(?:\{(.*)\})? \S+$")
 
 
