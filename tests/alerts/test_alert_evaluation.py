@@ -199,6 +199,36 @@ def test_expectations_without_a_rule_get_the_implicit_rule(harness: Any) -> None
     )
 
 
+def test_the_implicit_rule_waits_the_collectors_grace(harness: Any) -> None:
+    """Under ``--grace 3`` a missing consumer is flagged at 3 s, not after a hidden 30 s."""
+    expect = '[alerts.expect]\n"order.placed" = ["payments"]\n'
+    h = harness(expect, grace_s=3)
+    event_id = orphan(h)
+    assert h.tick(2.9).fired == 0
+    assert h.tick(3.0).fired == 1
+    (row,) = h.alerts()
+    assert (row["rule"], row["event_id"], row["reason"]) == (
+        "expected consumers",
+        event_id,
+        "missing_consumer",
+    )
+    assert h.engine.config.summary().endswith(
+        "within the collector's --grace, missing_consumer (no rule selects it)"
+    )
+
+
+def test_a_missing_consumer_rule_keeps_its_own_wait_whatever_the_grace(harness: Any) -> None:
+    h = harness(
+        '[alerts.expect]\n"order.placed" = ["payments"]\n\n'
+        '[[alerts.rules]]\nname = "payments late"\nreasons = ["missing_consumer"]\nwithin = "10s"\n',
+        grace_s=3,
+    )
+    orphan(h)
+    assert h.tick(9.9).fired == 0  # the grace (3 s) does not shorten the rule's own within
+    assert h.tick(10).fired == 1
+    assert [r["rule"] for r in h.alerts()] == ["payments late"]
+
+
 def test_poison_redelivery_loop(harness: Any) -> None:
     h = harness(
         """

@@ -10,7 +10,7 @@ import httpx
 
 from eventscope.tracer.alerts import rules
 from eventscope.tracer.server.app import CollectorConfig
-from tests.spans import RunningCollector, new_span_id, new_trace, publish, request
+from tests.spans import _T0, RunningCollector, new_span_id, new_trace, publish, request
 
 CONFIG = """
 [alerts]
@@ -74,5 +74,42 @@ def test_alerts_api_metrics_and_sink_rule_filter(tmp_path: Path, webhook: Any) -
         assert 'eventscope_alert_notifications_total{sink="webhook-0",result="sent"} 1' in metrics
         time.sleep(0.3)
         assert len(webhook.bodies) == 1
+    finally:
+        running.stop()
+
+
+def test_the_implicit_expect_rule_fires_after_the_collectors_grace(tmp_path: Path) -> None:
+    """``collect --grace 2`` with ``[alerts.expect]`` and no rule: the alert comes ~2 s after the
+    publish. It used to wait a fixed 30 s, so this test timed out.
+    """
+    grace_s = 2.0
+    config = CollectorConfig(
+        db_path=str(tmp_path / "c.duckdb"),
+        grace_s=grace_s,
+        alerts=rules.parse(
+            '[alerts]\ninterval = "100ms"\n\n[alerts.expect]\n"order.placed" = ["payments"]\n'
+        ),
+    )
+    running = RunningCollector(config).start()
+    try:
+        event_id = new_span_id()
+        now_ms = (time.time_ns() - _T0) // 1_000_000
+        post(running.url, publish(trace_id=new_trace(), event_id=event_id, start_ms=now_ms))
+        deadline = time.monotonic() + 10
+        found: list[dict[str, Any]] = []
+        while not found and time.monotonic() < deadline:
+            found = httpx.get(f"{running.url}/api/alert_details", params={"firing": "true"}).json()["result"]
+            time.sleep(0.05)
+        assert [(a["rule"], a["event_id"], a["reason"]) for a in found] == [
+            ("expected consumers", event_id, "missing_consumer")
+        ]
+        ((waited,),) = httpx.post(
+            f"{running.url}/api/sql",
+            json={
+                "sql": "SELECT epoch(a.fired_at) - epoch(e.published_at) FROM alerts a "
+                f"JOIN events e USING (event_id) WHERE e.event_id = '{event_id}'"
+            },
+        ).json()["rows"]
+        assert grace_s <= waited < grace_s + 5
     finally:
         running.stop()

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from eventscope.tracer.alerts.rules import EXPECT_RULE, AlertsConfig, Rule
+from eventscope.tracer.alerts.rules import AlertsConfig, Rule, implicit_expect_rule
 from eventscope.tracer.alerts.sinks import DeliveryResult, SinkSet
 from eventscope.tracer.ingest.writer import WriteQueueFull, Writer
 from eventscope.tracer.metrics import Family, labels
@@ -197,7 +197,11 @@ class AlertEngine:
         max_watched: int = _DEFAULT_MAX_WATCHED,
         recheck_interval_s: float = _DEFAULT_RECHECK_INTERVAL_S,
         sink_backoff_s: float | None = None,
+        grace_s: float | None = None,
     ) -> None:
+        """``grace_s``: the collector's grace (``--grace``), which the implicit
+        ``[alerts.expect]`` rule waits; a rule that selects ``missing_consumer`` sets its own wait.
+        """
         self.config = config
         self.store = store
         self.writer = writer
@@ -208,7 +212,7 @@ class AlertEngine:
         self.recheck_interval_s = recheck_interval_s
         self.rules: tuple[Rule, ...] = config.rules
         if config.expect and not any("missing_consumer" in rule.reasons for rule in config.rules):
-            self.rules += (Rule(name=EXPECT_RULE, reasons=frozenset({"missing_consumer"})),)
+            self.rules += (implicit_expect_rule(grace_s),)
         if sinks is None:
             options = {} if sink_backoff_s is None else {"backoff_s": sink_backoff_s}
             sinks = SinkSet(config.sinks, on_result=self._on_result, **options)

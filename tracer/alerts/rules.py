@@ -38,6 +38,7 @@ __all__ = [
     "Rule",
     "SinkConfig",
     "Threshold",
+    "implicit_expect_rule",
     "load",
     "parse",
     "parse_duration",
@@ -113,6 +114,17 @@ class Rule:
         return _glob(self.queue, queue)
 
 
+def implicit_expect_rule(grace_s: float | None) -> Rule:
+    """The rule ``[alerts.expect]`` gets when no rule selects ``missing_consumer``.
+
+    It waits the collector's grace (``--grace``): a user who tells the collector how long an
+    event may take expects the declared consumers to get that long, not a hidden 30 s. A rule
+    that selects ``missing_consumer`` replaces it, with its own ``within``.
+    """
+    within_s = _DEFAULT_WITHIN_S if grace_s is None else grace_s
+    return Rule(name=EXPECT_RULE, within_s=within_s, reasons=frozenset({"missing_consumer"}))
+
+
 @dataclass(frozen=True)
 class SinkConfig:
     """One ``[[alerts.sinks]]`` entry; fields a type does not use keep their defaults."""
@@ -165,7 +177,7 @@ class AlertsConfig:
             lines.append(f"  expect {event_type!r} consumed by {', '.join(services)}")
         if self.expect and not any("missing_consumer" in rule.reasons for rule in self.rules):
             lines.append(
-                f"  implicit rule {EXPECT_RULE!r}: {_DEFAULT_SEVERITY}, within {_DEFAULT_WITHIN_S:g}s, "
+                f"  implicit rule {EXPECT_RULE!r}: {_DEFAULT_SEVERITY}, within the collector's --grace, "
                 "missing_consumer (no rule selects it)"
             )
         for sink in self.sinks:
