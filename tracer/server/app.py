@@ -151,7 +151,9 @@ class Collector:
         engine = None
         try:
             if config.alerts is not None:  # before the taps, so that it sees every commit
-                engine = AlertEngine(config.alerts, store=store, writer=writer).start()
+                engine = AlertEngine(
+                    config.alerts, store=store, writer=writer, grace_s=config.grace_s
+                ).start()
             if config.amqp_url or config.management_url:
                 receivers = BrokerReceivers(
                     writer,
