@@ -7,6 +7,7 @@ it, and nowhere on the healthy traffic around it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from eventscope.tracer.alerts import rules
 from eventscope.tracer.broker.payloads import PayloadCapture
 from eventscope.tracer.server.app import CollectorConfig
 from tests.conftest import AMQP_URL
+from tests.processes import CLI
 from tests.spans import RunningCollector
 
 SHOP = Path(__file__).with_name("shop")
@@ -146,3 +149,127 @@ def test_every_violation_kind_lands_exactly_where_a_fault_puts_it(
             if process.poll() is None:
                 process.kill()
         running.stop()
+
+
+# -- export → validate → import → check -----------------------------------------------------------
+@pytest.fixture(scope="session")
+def asyncapi_parser(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``@asyncapi/parser`` (the reference validator) installed into a temporary directory."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("npm/node not installed: the reference AsyncAPI parser cannot run")
+    where = tmp_path_factory.mktemp("npm")
+    done = subprocess.run(
+        [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(where), "@asyncapi/parser"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"npm install @asyncapi/parser failed (offline?): {done.stderr[-300:]}")
+    return where / "node_modules"
+
+
+def reference_validate(node_modules: Path, *files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", str(Path(__file__).with_name("validate_asyncapi.js")), *map(str, files)],
+        env={**os.environ, "NODE_PATH": str(node_modules)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_shop_documents_pass_the_reference_parser(asyncapi_parser: Path) -> None:
+    done = reference_validate(asyncapi_parser, *sorted(SHOP.glob("*.yaml")))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_export_validate_import_check_round_trip(
+    amqp: Any, tracing: None, tmp_path: Path, asyncapi_parser: Path
+) -> None:
+    amqp.exchange(EXCHANGE)
+    orders_queue, payments_queue = amqp.queue(), amqp.queue()
+    amqp.bind(orders_queue, EXCHANGE, "order.placed")
+    amqp.bind(payments_queue, EXCHANGE, "payment.authorized")
+    db = tmp_path / "c.duckdb"
+    config = CollectorConfig(
+        db_path=str(db),
+        grace_s=1,
+        amqp_url=AMQP_URL,
+        firehose=True,
+        trace_on=False,
+        capture=PayloadCapture(),
+        broker_flush_s=0.05,
+    )
+    running = RunningCollector(config).start()
+    try:
+        assert running.collector.receivers is not None and running.collector.receivers.firehose is not None
+        assert running.collector.receivers.firehose.connected.wait(10)
+        endpoint = f"{running.url}/v1/traces"
+        consumers = [
+            subprocess.Popen([*SERVICE, "payments", endpoint, EXCHANGE, orders_queue, "3"]),
+            subprocess.Popen([*SERVICE, "consume", "shipping", endpoint, payments_queue, "3"]),
+        ]
+        publish(
+            running.url,
+            "orders",
+            "order.placed",
+            ("r-1", {"order_id": "r-1", "amount": 10, "items": [{"sku": "a"}]}),
+            ("r-2", {"order_id": "r-2", "amount": 2.5}),
+            ("r-3", {"order_id": "r-3", "amount": 0, "items": []}),
+        )
+        for process in consumers:
+            assert process.wait(60) == 0
+        deadline = time.monotonic() + 20
+        while sql(running.url, "SELECT count(*) AS n FROM deliveries WHERE outcome = 'ack'") != [{"n": 6}]:
+            assert time.monotonic() < deadline, "the shop's acks did not arrive"
+            time.sleep(0.2)
+        while sql(running.url, "SELECT count(*) AS n FROM payloads") != [{"n": 6}]:
+            assert time.monotonic() < deadline, "the shop's bodies were not captured"
+            time.sleep(0.2)
+    finally:
+        running.stop()
+    out = tmp_path / "exported"
+    done = subprocess.run(
+        [*CLI, "contracts", "export", "--db", str(db), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    files = sorted(out.glob("*.yaml"))
+    assert [f.name for f in files] == ["orders.yaml", "payments.yaml", "shipping.yaml"]
+    checked = reference_validate(asyncapi_parser, *files)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    orders = yaml.safe_load((out / "orders.yaml").read_text())
+    (channel,) = orders["channels"].values()
+    assert channel["bindings"]["amqp"]["exchange"]["name"] == EXCHANGE
+    schema = channel["messages"]["message"]["payload"]
+    assert schema["required"] == ["amount", "order_id"] and schema["properties"]["amount"]["type"] == "number"
+    (tmp_path / "eventscope.toml").write_text('[contracts]\nasyncapi = ["exported/*.yaml"]\n')
+    imported = rules.load(tmp_path / "eventscope.toml").contracts
+    assert imported is not None and sorted(d.service for d in imported.documents) == [
+        "orders",
+        "payments",
+        "shipping",
+    ]
+    done = subprocess.run(
+        [*CLI, "contracts", "check", "--db", str(db), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("6 event(s) judged: no violations")
+    # and the hand-written shop documents judge the same traffic clean too
+    done = subprocess.run(
+        [*CLI, "contracts", "check", "--db", str(db), *map(str, sorted(SHOP.glob("*.yaml")))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "no violations" in done.stdout, done.stdout + done.stderr

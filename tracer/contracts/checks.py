@@ -328,27 +328,17 @@ class ContractChecks:
         with self._lock:
             consumers = set(self._consumers.get(event.event_id, ())) | set(acked_by)
             body = self._payloads.pop(event.event_id, None)
-        findings: list[tuple[str, str | None, str | None, str | None]] = []  # kind, service, doc, detail
-        if not match.declarations:
-            findings.append(
-                ("undeclared_type", event.producer, None, "no AsyncAPI message matches this event")
-            )
-        else:
-            senders, receivers = match.senders, match.receivers
-            if event.producer and event.producer not in senders:
-                declared = ", ".join(senders) or "nobody"
-                findings.append(
-                    ("undeclared_producer", event.producer, None, f"declared senders: {declared}")
-                )
-            for service in sorted(consumers - set(receivers)):
-                declared = ", ".join(receivers) or "nobody"
-                findings.append(("undeclared_consumer", service, None, f"declared receivers: {declared}"))
-            for service in receivers:
-                if service not in acked_by:
-                    findings.append(
-                        ("missing_consumer", service, self._document(service), "declared consumer")
-                    )
-            findings.extend(self._schema_findings(event.event_id, match, body))
+        schema_results = self._schema_results.get(event.event_id)
+        if schema_results is None and body is not None:
+            schema_results = self.validate(match, body)
+            self._remember(self._schema_results, event.event_id, schema_results)
+        findings = self.judge(
+            match,
+            producer=event.producer,
+            consumers=consumers,
+            acked_by=acked_by,
+            schema_results=schema_results,
+        )
         now = self.clock()
         hits: list[tuple[str | None, str, str | None]] = []
         for kind, service, document, detail in findings:
@@ -373,27 +363,85 @@ class ContractChecks:
             )
         return hits
 
-    def _schema_findings(
-        self, event_id: str, match: Match, body: str | None
+    def judge(
+        self,
+        match: Match,
+        *,
+        producer: str | None,
+        consumers: set[str],
+        acked_by: Sequence[str],
+        schema_results: list[tuple[str, str]] | None,
     ) -> list[tuple[str, str | None, str | None, str | None]]:
-        results = self._schema_results.get(event_id)
-        if results is None and body is not None:
-            try:
-                value = json.loads(body)
-            except ValueError:
-                value = None
-            results = []
-            if value is not None:
-                self.counters["payloads_validated"] += 1
-                for service, schema_json in match.schemas():
-                    problems = self.schemas.problems(schema_json, value)
-                    if problems:
-                        results.append((service, "; ".join(problems)))
-            self._remember(self._schema_results, event_id, results)
-        return [
-            ("schema_violation", service, self._document(service), detail)
-            for service, detail in results or ()
-        ]
+        """(kind, service, document, detail) of every finding; no state, no writes."""
+        if not match.in_scope:
+            return []
+        if not match.declarations:
+            return [("undeclared_type", producer, None, "no AsyncAPI message matches this event")]
+        findings: list[tuple[str, str | None, str | None, str | None]] = []
+        senders, receivers = match.senders, match.receivers
+        if producer and producer not in senders:
+            findings.append(
+                ("undeclared_producer", producer, None, f"declared senders: {', '.join(senders) or 'nobody'}")
+            )
+        for service in sorted(set(consumers) - set(receivers)):
+            declared = ", ".join(receivers) or "nobody"
+            findings.append(("undeclared_consumer", service, None, f"declared receivers: {declared}"))
+        for service in receivers:
+            if service not in acked_by:
+                findings.append(("missing_consumer", service, self._document(service), "declared consumer"))
+        for service, detail in schema_results or ():
+            findings.append(("schema_violation", service, self._document(service), detail))
+        return findings
+
+    def validate(self, match: Match, body: str) -> list[tuple[str, str]]:
+        """(service, problems) per payload schema of ``match`` that ``body`` fails."""
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return []
+        self.counters["payloads_validated"] += 1
+        results = []
+        for service, schema_json in match.schemas():
+            problems = self.schemas.problems(schema_json, value)
+            if problems:
+                results.append((service, "; ".join(problems)))
+        return results
+
+    def check_traffic(self, rows: Sequence[dict[str, Any]]) -> list[Violation]:
+        """Post-mortem: judge stored events (rows of the ``contract_traffic`` question) at
+        once, every payload validated (no sampling); silences are not judged.
+        """
+        now = self.clock()
+        out: list[Violation] = []
+        for row in rows:
+            match = self.catalog.match(
+                event_type=row.get("event_type"),
+                exchange=row.get("exchange"),
+                routing_key=row.get("routing_key"),
+            )
+            body = row.get("payload")
+            findings = self.judge(
+                match,
+                producer=row.get("producer_service"),
+                consumers=set(row.get("consumers") or ()),
+                acked_by=list(row.get("acked_by") or ()),
+                schema_results=self.validate(match, body) if body and match.declarations else None,
+            )
+            for kind, service, document, detail in findings:
+                out.append(
+                    Violation(
+                        event_id=row["event_id"],
+                        kind=kind,
+                        service=service,
+                        event_type=row.get("event_type"),
+                        exchange=row.get("exchange"),
+                        routing_key=row.get("routing_key"),
+                        document=document or self._document(service),
+                        detail=(detail or "")[:_DETAIL_LIMIT] or None,
+                        detected_at_s=now,
+                    )
+                )
+        return out
 
     def _document(self, service: str | None) -> str | None:
         for document in self.catalog.documents:

@@ -1164,3 +1164,9 @@ def alert_candidates(
     finally:
         connection.unregister("_eventscope_alert_ids")
     return found, reasons
+
+
+# The contracts' questions live in a module of their own (it imports nothing from here).
+from eventscope.tracer.query import contracts as _contracts  # noqa: E402
+
+QUESTIONS.update(_contracts.QUESTIONS)
