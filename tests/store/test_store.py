@@ -11,7 +11,13 @@ import pytest
 
 from eventscope.tracer.ingest.normaliser import normalise, synthesized_event_id
 from eventscope.tracer.query import questions as queries
-from eventscope.tracer.store.duckdb_store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreLocked, connect_read_only
+from eventscope.tracer.store.duckdb_store import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    Store,
+    StoreLocked,
+    connect_read_only,
+)
 from tests.spans import new_span_id, new_trace, process, publish, request, rows, settle
 
 

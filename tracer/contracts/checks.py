@@ -40,7 +40,7 @@ from typing import Any
 from eventscope.tracer.contracts.config import ContractsConfig
 from eventscope.tracer.contracts.matching import Catalog, Match
 
-__all__ = ["ContractChecks", "SchemaCheck", "Silence", "SilenceWatch", "Violation"]
+__all__ = ["ContractChecks", "Resolution", "SchemaCheck", "Silence", "SilenceWatch", "Violation"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ _SILENT_WINDOW = 50  # arrivals per type the usual gap is learned from
 _MIN_SILENCE_S = 1.0
 _MAX_TYPES = 10_000
 _DETAIL_LIMIT = 300
+
+
+Resolution = tuple[str, str, str | None, float]  # event id, kind, service, resolved at (s)
 
 
 @dataclass(frozen=True)
@@ -266,10 +269,10 @@ class ContractChecks:
         self._consumers: OrderedDict[str, set[str]] = OrderedDict()
         self._counted: OrderedDict[str, None] = OrderedDict()
         self._schema_results: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
-        self._recorded: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._recorded: OrderedDict[tuple[str, str, str], float | None] = OrderedDict()  # → resolved at
         self._pending: list[Violation] = []
-        self._resolutions: list[tuple[str, float]] = []
-        self._silenced: dict[str, str] = {}  # event type → its silent row's event id
+        self._resolutions: list[Resolution] = []
+        self._silenced: dict[str, tuple[str, str | None]] = {}  # event type → its silent row's key
         self.counters: Counter[str] = Counter()
 
     def sampled(self, event_id: str) -> bool:
@@ -340,6 +343,12 @@ class ContractChecks:
             schema_results=schema_results,
         )
         now = self.clock()
+        still = {service for kind, service, _, _ in findings if kind == "missing_consumer"}
+        for service in match.receivers:  # consumed late (a recheck): the row is resolved
+            key = (event.event_id, "missing_consumer", service)
+            if service not in still and self._recorded.get(key) is None and key in self._recorded:
+                self._recorded[key] = now
+                self._resolutions.append((event.event_id, "missing_consumer", service, now))
         hits: list[tuple[str | None, str, str | None]] = []
         for kind, service, document, detail in findings:
             detail_text = detail if kind != "missing_consumer" else None
@@ -473,20 +482,20 @@ class ContractChecks:
                     detected_at_s=now,
                 )
             )
-            self._silenced[silence.event_type] = silence.event_id
+            self._silenced[silence.event_type] = (silence.event_id, silence.producer)
         for event_type in ended:
-            event_id = self._silenced.pop(event_type, None)
-            if event_id is not None:
-                self._resolutions.append((event_id, now))
+            key = self._silenced.pop(event_type, None)
+            if key is not None:
+                self._resolutions.append((key[0], "silent", key[1], now))
         return started, ended
 
-    def take_writes(self) -> tuple[list[Violation], list[tuple[str, float]]]:
-        """Rows and silence resolutions to write; :meth:`give_back` if the write failed."""
+    def take_writes(self) -> tuple[list[Violation], list[Resolution]]:
+        """Rows and resolutions to write; :meth:`give_back` if the write failed."""
         pending, self._pending = self._pending, []
         resolutions, self._resolutions = self._resolutions, []
         return pending, resolutions
 
-    def give_back(self, pending: list[Violation], resolutions: list[tuple[str, float]]) -> None:
+    def give_back(self, pending: list[Violation], resolutions: list[Resolution]) -> None:
         self._pending = pending + self._pending
         self._resolutions = resolutions + self._resolutions
 

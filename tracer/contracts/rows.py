@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from eventscope.tracer.contracts.asyncapi import Document
-from eventscope.tracer.contracts.checks import Violation
+from eventscope.tracer.contracts.checks import Resolution, Violation
 
 __all__ = ["replace_declarations", "write_violations"]
 
@@ -57,8 +57,8 @@ WHERE NOT EXISTS (
 _RESOLVE = """
 UPDATE contract_violations SET resolved_at = r.resolved_at
 FROM _eventscope_resolutions r
-WHERE contract_violations.event_id = r.event_id AND contract_violations.kind = 'silent'
-  AND contract_violations.resolved_at IS NULL
+WHERE contract_violations.event_id = r.event_id AND contract_violations.kind = r.kind
+  AND contract_violations.service IS NOT DISTINCT FROM r.service AND contract_violations.resolved_at IS NULL
 """
 
 
@@ -66,10 +66,10 @@ def _us(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1_000_000)
 
 
-def write_violations(
-    store: Any, violations: Sequence[Violation], resolutions: Sequence[tuple[str, float]]
-) -> None:
-    """Insert new violations, resolve silences; one transaction."""
+def write_violations(store: Any, violations: Sequence[Violation], resolutions: Sequence[Resolution]) -> None:
+    """Insert new violations, resolve those that ended (a silence over, a late consumer);
+    one transaction.
+    """
     if not violations and not resolutions:
         return
     rows = pa.Table.from_pylist(
@@ -92,8 +92,10 @@ def write_violations(
     )
     resolved = pa.table(
         {
-            "event_id": pa.array([event_id for event_id, _ in resolutions], pa.string()),
-            "resolved_at": pa.array([_us(at) for _, at in resolutions], _TS),
+            "event_id": pa.array([r[0] for r in resolutions], pa.string()),
+            "kind": pa.array([r[1] for r in resolutions], pa.string()),
+            "service": pa.array([r[2] for r in resolutions], pa.string()),
+            "resolved_at": pa.array([_us(r[3]) for r in resolutions], _TS),
         }
     )
     connection = store.reader()

@@ -88,7 +88,7 @@ SELECT event_type, count(*) AS events, max(published_at) AS last_seen,
 FROM events WHERE event_type IS NOT NULL GROUP BY event_type
 """
 _VIOLATION_COUNTS = """
-SELECT event_type, kind, count(*) AS n FROM contract_violations GROUP BY ALL
+SELECT event_type, kind, count(*) AS n FROM contract_violations WHERE resolved_at IS NULL GROUP BY ALL
 """
 
 
@@ -160,7 +160,7 @@ def catalog(
 ) -> list[dict[str, Any]]:
     """Per event type: declared and observed producers and consumers side by side (each
     service ``match``, ``missing`` or ``undeclared``), rate over the last ``window_s`` of
-    traffic, last seen, and violations by kind.
+    traffic, last seen, and open (unresolved) violations by kind.
     """
     declared = _rows(connection, _DECLARED) if _has(connection, "contract_declarations") else []
     observed = contract_observations(connection)

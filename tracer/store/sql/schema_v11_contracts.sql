@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS contract_violations (
     document      VARCHAR,              -- the AsyncAPI file of `service`, when it has one
     detail        VARCHAR,
     detected_at   TIMESTAMPTZ NOT NULL,
-    resolved_at   TIMESTAMPTZ           -- silent: when the type flowed again
+    resolved_at   TIMESTAMPTZ           -- silent: the type flowed again; missing_consumer: processed late
 );
 -- The declarations of the documents the collector was started with (replaced at each start):
 -- declared producers and consumers side by side with the observed ones (Catalog page, SQL).
