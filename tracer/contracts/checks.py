@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastjsonschema
+
 from eventscope.tracer.contracts.config import ContractsConfig
 from eventscope.tracer.contracts.matching import Catalog, Match
 
@@ -86,8 +88,6 @@ class SchemaCheck:
     def _validator(self, schema_json: str) -> Callable[[Any], Any]:
         compiled = self._compiled.get(schema_json)
         if compiled is None:
-            import fastjsonschema
-
             with self._lock:
                 compiled = self._compiled.get(schema_json)
                 if compiled is None:
@@ -97,10 +97,9 @@ class SchemaCheck:
 
     def problems(self, schema_json: str, value: Any) -> list[str]:
         """``path: rule`` of every failure (empty when valid); never a payload value."""
-        import fastjsonschema
-
+        compiled = self._compiled.get(schema_json) or self._validator(schema_json)
         try:
-            self._validator(schema_json)(value)
+            compiled(value)
             return []
         except fastjsonschema.JsonSchemaException:
             pass
