@@ -579,6 +579,22 @@ class AlertEngine:
                 self.contracts.give_back(violations, resolutions)
                 logger.debug("contract violations postponed: %s", exc)
 
+    def _resume_silence(self, row: dict[str, Any]) -> None:
+        """A silence left firing by the previous run resolves when its type flows again."""
+        assert self.contracts is not None
+        event = _Event(row["event_id"], event_type=row["event_type"])
+        self._silent[row["event_type"]] = _Alert(
+            row["alert_id"],
+            self._silent_rule,
+            event,
+            None,
+            "silent",
+            row["detail"],
+            _epoch(row["fired_at"]),
+            group_key=f"silent:{row['event_type']}",
+        )
+        self.contracts.resume_silence(row["event_type"], row["event_id"])
+
     def _settle(self, event_id: str, event: _Event) -> None:
         """Move an event whose every rule was evaluated to the 'evaluated' memory."""
         if event_id in self._watched and len(event.evaluated) == len(event.rules):
@@ -702,6 +718,9 @@ class AlertEngine:
                 self._inbox.setdefault(row["event_id"], row)
         rules = {rule.name: rule for rule in self.rules}
         for row in rows:
+            if row["rule"] == SILENT_RULE and self.contracts is not None and row.get("event_type"):
+                self._resume_silence(row)
+                continue
             rule = rules.get(row["rule"])
             if rule is None or row["event_id"] is None or rule.threshold is not None:
                 continue  # a rule no longer configured stays firing: resolve it by hand

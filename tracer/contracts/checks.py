@@ -197,6 +197,10 @@ class SilenceWatch:
             if flow.silent:
                 flow.resumed = True
 
+    def mark_silent(self, event_type: str) -> None:
+        with self._lock:
+            self._flows.setdefault(event_type, _Flow()).silent = True
+
     def usual_gap(self, flow: _Flow) -> float | None:
         if len(flow.times) < max(2, self.min_events):
             return None
@@ -322,6 +326,7 @@ class ContractChecks:
         """``(queue, reason, detail)`` of every contract finding about ``event`` (an engine
         ``_Event``: event_id, event_type, exchange, routing_key, producer); records new rows.
         """
+        self.counters["checked"] += 1
         match = self.catalog.match(
             event_type=event.event_type, exchange=event.exchange, routing_key=event.routing_key
         )
@@ -487,6 +492,11 @@ class ContractChecks:
             if key is not None:
                 self._resolutions.append((key[0], "silent", key[1], now))
         return started, ended
+
+    def resume_silence(self, event_type: str, event_id: str) -> None:
+        """A silence the previous run left open: over (and resolved) when the type flows again."""
+        self.silence.mark_silent(event_type)
+        self._silenced[event_type] = (event_id, None)
 
     def take_writes(self) -> tuple[list[Violation], list[Resolution]]:
         """Rows and resolutions to write; :meth:`give_back` if the write failed."""
