@@ -76,6 +76,12 @@ def test_without_bindings_messages_match_by_event_type() -> None:
     assert unknown.in_scope and unknown.declarations == ()  # no bindings anywhere: everything is in scope
 
 
+def test_without_documents_nothing_is_judged() -> None:
+    assert (
+        not Catalog([]).match(event_type="order.placed", exchange="shop", routing_key="order.placed").in_scope
+    )
+
+
 @pytest.mark.parametrize(
     ("pattern", "key", "expected"),
     [

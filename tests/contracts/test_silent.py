@@ -14,6 +14,7 @@ import httpx
 from eventscope.tracer.alerts import rules
 from eventscope.tracer.contracts.checks import SilenceWatch
 from eventscope.tracer.server.app import CollectorConfig
+from tests.alerts.alert_helpers import Harness
 from tests.contracts.test_documents import V3
 from tests.spans import _T0, RunningCollector, new_trace, publish, request
 
@@ -108,3 +109,35 @@ def test_a_type_below_the_minimum_rate_never_qualifies() -> None:
     assert watch.poll(100.0) == ([], [])  # fired once
     watch.seen("order.placed", 101.0, "o5", "orders")
     assert watch.poll(101.5) == ([], ["order.placed"])
+
+
+def test_a_silence_left_firing_resolves_after_a_restart(tmp_path: Path) -> None:
+    (tmp_path / "orders.yaml").write_text(V3)
+    toml = TOML.replace('"orders.yaml"', f'"{tmp_path / "orders.yaml"}"')
+    db = tmp_path / "restart.duckdb"
+    first = Harness(db, toml)
+    try:
+        for n in range(10):
+            first.ingest(publish(trace_id=new_trace(), event_id=f"s-{n}", exchange="shop", start_ms=n * 100))
+        first.tick(1.0)
+        assert [a["rule"] for a in first.alerts()] == []
+        first.tick(10.0)  # 9.1 s of silence > 20 x 0.1 s
+        (alert,) = first.alerts()
+        assert (alert["rule"], alert["reason"], alert["event_id"], alert["resolved_at"]) == (
+            "silent producers",
+            "silent",
+            "s-9",
+            None,
+        )
+    finally:
+        first.close()
+    second = Harness(db, toml)  # picks up the silence still firing
+    try:
+        second.tick(11.0)
+        assert second.alerts()[0]["resolved_at"] is None
+        second.ingest(publish(trace_id=new_trace(), event_id="s-10", exchange="shop", start_ms=11_500))
+        second.tick(12.0)
+        (alert,) = second.alerts()
+        assert alert["resolved_at"] is not None and alert["status"] == "resolved"
+    finally:
+        second.close()

@@ -105,5 +105,5 @@ class Catalog:
             )
         ]
         declarations += self._by_type.get(event_type or "", [])
-        in_scope = bool(bound) or not self._bound
+        in_scope = bool(bound) or (not self._bound and bool(self.declarations))  # no documents: none
         return Match(tuple(declarations), in_scope or bool(declarations))
