@@ -274,6 +274,8 @@ class AlertEngine:
             self._thread.join(timeout)
         self.sinks.close(timeout=timeout)
         try:
+            if self.contracts is not None:
+                self._write_contracts()
             self._flush()
         except Exception as exc:
             logger.warning("alert engine: last delivery outcomes not recorded: %s", exc)
@@ -569,6 +571,11 @@ class AlertEngine:
             if alert is not None:
                 alert.resolved_s = now
                 resolved.append(alert)
+        self._write_contracts()
+
+    def _write_contracts(self) -> None:
+        """The contracts' new rows and resolutions, through the writer (kept on failure)."""
+        assert self.contracts is not None
         violations, resolutions = self.contracts.take_writes()
         if violations or resolutions:
             try:

@@ -18,9 +18,11 @@ when late deliveries touch it. What callers can rely on:
   seen only by the firehose) is not called undeclared.
 * **Payloads, sampled.** Bodies kept by payload capture are validated for a deterministic
   ``sample_rate`` share of the events (by event id, so a replay samples the same ones), with
-  validators compiled once per schema (``fastjsonschema``); on failure ``jsonschema`` says
-  where and why. The detail holds the JSON path and the rule that failed, never a payload
-  value. A field the capture redacted (``"[redacted]"``) is not held against the schema.
+  validators compiled once per schema (``jsonschema-rs``, ~10x faster than the Python
+  compilers here), on the value payload capture already parsed (no second ``json.loads``);
+  on failure the reference ``jsonschema`` says where and why. The detail holds the JSON path
+  and the rule that failed, never a payload value. A field the capture redacted
+  (``"[redacted]"``) is not held against the schema.
 * Bounded memory: payloads waiting for their check, consumers seen per event, ids recently
   counted and rows waiting for the writer all have limits (policy drop-newest, counted).
 """
@@ -37,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 
 from eventscope.tracer.contracts.config import ContractsConfig
 from eventscope.tracer.contracts.matching import Catalog, Match
@@ -55,6 +57,16 @@ _SILENT_WINDOW = 50  # arrivals per type the usual gap is learned from
 _MIN_SILENCE_S = 1.0
 _MAX_TYPES = 10_000
 _DETAIL_LIMIT = 300
+
+
+_UNPARSED = object()
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A body payload capture already parsed (and redacted): validated without ``json.loads``."""
+
+    value: Any
 
 
 Resolution = tuple[str, str, str | None, float]  # event id, kind, service, resolved at (s)
@@ -81,7 +93,7 @@ class SchemaCheck:
     """Compiled validators, one per distinct schema (cached for the process's life)."""
 
     def __init__(self) -> None:
-        self._compiled: dict[str, Callable[[Any], Any]] = {}
+        self._compiled: dict[str, Callable[[Any], bool]] = {}
         self._reference: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -91,19 +103,22 @@ class SchemaCheck:
             with self._lock:
                 compiled = self._compiled.get(schema_json)
                 if compiled is None:
-                    compiled = fastjsonschema.compile(json.loads(schema_json))
+                    schema = json.loads(schema_json)
+                    if isinstance(schema, dict) and "$schema" in schema:
+                        validator = jsonschema_rs.validator_for(schema)
+                    else:  # AsyncAPI's Schema Object is draft 7 based
+                        validator = jsonschema_rs.Draft7Validator(schema)
+                    compiled = validator.is_valid
                     self._compiled[schema_json] = compiled
         return compiled
 
     def problems(self, schema_json: str, value: Any) -> list[str]:
         """``path: rule`` of every failure (empty when valid); never a payload value."""
-        compiled = self._compiled.get(schema_json) or self._validator(schema_json)
         try:
-            compiled(value)
-            return []
-        except fastjsonschema.JsonSchemaException:
-            pass
-        except Exception as exc:  # a schema fastjsonschema cannot compile: jsonschema decides
+            compiled = self._compiled.get(schema_json) or self._validator(schema_json)
+            if compiled(value):
+                return []
+        except Exception as exc:  # a schema or value the compiled validator refuses: jsonschema decides
             logger.debug("compiled validator unavailable: %s", exc)
         return self._explain(schema_json, value)
 
@@ -268,7 +283,7 @@ class ContractChecks:
         self.max_pending = max_pending
         self._threshold = int(config.sample_rate * 0xFFFFFFFF)
         self._lock = threading.Lock()
-        self._payloads: dict[str, str] = {}
+        self._payloads: dict[str, str | _Parsed] = {}
         self._consumers: OrderedDict[str, set[str]] = OrderedDict()
         self._counted: OrderedDict[str, None] = OrderedDict()
         self._schema_results: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
@@ -313,7 +328,8 @@ class ContractChecks:
                     if len(self._payloads) >= self.max_payloads:
                         self.counters["payloads_dropped"] += 1
                         continue
-                    self._payloads[event_id] = body
+                    parsed = row.get("parsed", _UNPARSED)
+                    self._payloads[event_id] = body if parsed is _UNPARSED else _Parsed(parsed)
                     self.counters["payloads_sampled"] += 1
 
     def _remember(self, memory: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -406,12 +422,17 @@ class ContractChecks:
             findings.append(("schema_violation", service, self._document(service), detail))
         return findings
 
-    def validate(self, match: Match, body: str) -> list[tuple[str, str]]:
-        """(service, problems) per payload schema of ``match`` that ``body`` fails."""
-        try:
-            value = json.loads(body)
-        except ValueError:
-            return []
+    def validate(self, match: Match, body: str | _Parsed) -> list[tuple[str, str]]:
+        """(service, problems) per payload schema of ``match`` that ``body`` (JSON text, or the
+        value capture parsed) fails.
+        """
+        if isinstance(body, _Parsed):
+            value = body.value
+        else:
+            try:
+                value = json.loads(body)
+            except ValueError:
+                return []
         self.counters["payloads_validated"] += 1
         results = []
         for service, schema_json in match.schemas():
