@@ -89,6 +89,14 @@ def test_a_stopped_producer_fires_silent_once_and_resolves_when_it_resumes(tmp_p
         wait_until(lambda: sql(url, silent)[0]["resolved_at"] is not None)
         wait_until(lambda: sql(url, "SELECT resolved_at FROM contract_violations")[0]["resolved_at"])
         assert len(sql(url, silent)) == 1
+        # the same questions the CLI and the dashboard ask, served live
+        (entry,) = httpx.get(f"{url}/api/catalog").json()["result"]
+        assert (entry["event_type"], entry["declared"], entry["events"]) == ("order.placed", True, 11)
+        assert entry["producers"] == [{"service": "orders", "status": "match"}] and entry["violations"] == {}
+        (row,) = httpx.get(f"{url}/api/contract_violations", params={"kind": "silent"}).json()["result"]
+        assert row["event_id"] == "steady-9" and row["resolved_at"] is not None
+        observed = httpx.get(f"{url}/api/contract_observations").json()["result"]
+        assert [(o["role"], o["service"], o["events"]) for o in observed] == [("send", "orders", 11)]
         metrics = httpx.get(f"{url}/metrics").text
         assert (
             "eventscope_alerts_fired_total 1" in metrics and "eventscope_alerts_resolved_total 1" in metrics
