@@ -27,6 +27,7 @@ PAGES = [
     st.Page("app_pages/workflows.py", title="Workflows", icon=":material/conversion_path:"),
     st.Page("app_pages/sql.py", title="SQL", icon=":material/terminal:"),
     st.Page("app_pages/alerts.py", title="Alerts", icon=":material/notifications:"),
+    st.Page("app_pages/catalog.py", title="Catalog", icon=":material/menu_book:"),
 ]
 
 page = st.navigation(PAGES)

@@ -299,3 +299,12 @@ def to_parquet(table: Any) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Per event type: declared vs observed producers and consumers (query/contracts.py)."""
+    return _answer("catalog")
+
+
+def contract_violations(kind: str | None = None, limit: int = 200) -> pd.DataFrame:
+    return frame(_answer("contract_violations", kind=kind, limit=limit))

@@ -48,6 +48,9 @@ import pyarrow as pa
 
 from eventscope.tracer.alerts.rules import AlertsConfig, Rule, implicit_expect_rule
 from eventscope.tracer.alerts.sinks import DeliveryResult, SinkSet
+from eventscope.tracer.contracts import rows as contract_rows
+from eventscope.tracer.contracts.checks import ContractChecks
+from eventscope.tracer.contracts.config import CONTRACT_REASONS, CONTRACT_RULE, SILENT_RULE
 from eventscope.tracer.ingest.writer import WriteQueueFull, Writer
 from eventscope.tracer.metrics import Family, labels
 from eventscope.tracer.query import questions as queries
@@ -68,6 +71,7 @@ _DEFAULT_MAX_WATCHED = 1_000_000
 _DEFAULT_RECHECK_INTERVAL_S = 30.0
 _DEFAULT_WRITE_TIMEOUT_S = 30.0
 _CATCH_UP_MARGIN_S = 60.0
+_DEFAULT_GRACE_S = 30.0  # the collector's default grace: when the contracts rule judges an event
 _CHUNK = 5000
 # the reason an alert reports when an event has several (first wins)
 _PRIORITY = (
@@ -213,6 +217,14 @@ class AlertEngine:
         self.rules: tuple[Rule, ...] = config.rules
         if config.expect and not any("missing_consumer" in rule.reasons for rule in config.rules):
             self.rules += (implicit_expect_rule(grace_s),)
+        # [contracts]: per-event findings once the collector's grace passed; silences apart
+        self.contracts = ContractChecks(config.contracts, clock=clock) if config.contracts else None
+        self._contract_within_s = _DEFAULT_GRACE_S if grace_s is None else grace_s
+        self._silent_rule = Rule(name=SILENT_RULE, reasons=frozenset({"silent"}))
+        self._silent: dict[str, _Alert] = {}  # event type → its firing silence
+        if self.contracts is not None:
+            reasons = frozenset(CONTRACT_REASONS) - {"silent"}
+            self.rules += (Rule(name=CONTRACT_RULE, reasons=reasons, within_s=self._contract_within_s),)
         if sinks is None:
             options = {} if sink_backoff_s is None else {"backoff_s": sink_backoff_s}
             sinks = SinkSet(config.sinks, on_result=self._on_result, **options)
@@ -247,6 +259,11 @@ class AlertEngine:
         (``thread=False``: the caller calls :meth:`tick`, as tests and benchmarks do).
         """
         self._resume()
+        if self.contracts is not None:
+            documents = self.contracts.catalog.documents
+            self.writer.call(lambda store: contract_rows.replace_declarations(store, documents)).result(
+                timeout=_DEFAULT_WRITE_TIMEOUT_S
+            )
         self.sinks.start()
         self.writer.on_commit = self.observe
         if thread:
@@ -265,6 +282,8 @@ class AlertEngine:
             self._thread.join(timeout)
         self.sinks.close(timeout=timeout)
         try:
+            if self.contracts is not None:
+                self._write_contracts()
             self._flush()
         except Exception as exc:
             logger.warning("alert engine: last delivery outcomes not recorded: %s", exc)
@@ -299,6 +318,8 @@ class AlertEngine:
                     event_id = row.get("event_id")
                     if event_id is not None:
                         self._touched.add(event_id)
+        if self.contracts is not None:
+            self.contracts.observe(batches)
 
     # -- the tick -----------------------------------------------------------------------------
     def tick(self) -> TickStats:
@@ -341,6 +362,8 @@ class AlertEngine:
                 self._evaluate(event, hits, now, fired, resolved, rules_due=due.get(event_id))
                 self._settle(event_id, event)
         self._evaluate_groups(now, fired, resolved)
+        if self.contracts is not None:
+            self._evaluate_silent(now, fired, resolved)
         self._trim()
         for alert in fired:
             self._writes.append(("fire", alert))
@@ -446,6 +469,8 @@ class AlertEngine:
             lost = self._learn(event.event_type, acked, exclude=set(expected))
             if lost:
                 hits.append((None, "missing_consumer", f"learned: {', '.join(lost)}"))
+        if self.contracts is not None and self.clock() - event.published_s >= self._contract_within_s:
+            hits.extend(self.contracts.check(event, sorted(acked)))
         hits.sort(key=lambda hit: (_RANK.get(hit[1], 99), hit[0] or ""))
         return hits
 
@@ -525,6 +550,65 @@ class AlertEngine:
                 group.firing.resolved_s = now
                 resolved.append(group.firing)
                 group.firing = None
+
+    def _evaluate_silent(self, now: float, fired: list[_Alert], resolved: list[_Alert]) -> None:
+        """Silent producers: one alert per silence of an event type, resolved when it flows."""
+        assert self.contracts is not None
+        started, ended = self.contracts.poll_silence(now)
+        for silence in started:
+            event = _Event(
+                silence.event_id,
+                event_type=silence.event_type,
+                producer=silence.producer,
+                published_s=silence.last_s,
+            )
+            alert = _Alert(
+                _alert_id(SILENT_RULE, silence.event_type, f"{now:.6f}"),
+                self._silent_rule,
+                event,
+                None,
+                "silent",
+                silence.detail,
+                now,
+                group_key=f"silent:{silence.event_type}",
+            )
+            self._silent[silence.event_type] = alert
+            fired.append(alert)
+        for event_type in ended:
+            alert = self._silent.pop(event_type, None)
+            if alert is not None:
+                alert.resolved_s = now
+                resolved.append(alert)
+        self._write_contracts()
+
+    def _write_contracts(self) -> None:
+        """The contracts' new rows and resolutions, through the writer (kept on failure)."""
+        assert self.contracts is not None
+        violations, resolutions = self.contracts.take_writes()
+        if violations or resolutions:
+            try:
+                self.writer.call(
+                    lambda store: contract_rows.write_violations(store, violations, resolutions)
+                ).result(timeout=_DEFAULT_WRITE_TIMEOUT_S)
+            except (WriteQueueFull, FutureTimeout) as exc:
+                self.contracts.give_back(violations, resolutions)
+                logger.debug("contract violations postponed: %s", exc)
+
+    def _resume_silence(self, row: dict[str, Any]) -> None:
+        """A silence left firing by the previous run resolves when its type flows again."""
+        assert self.contracts is not None
+        event = _Event(row["event_id"], event_type=row["event_type"])
+        self._silent[row["event_type"]] = _Alert(
+            row["alert_id"],
+            self._silent_rule,
+            event,
+            None,
+            "silent",
+            row["detail"],
+            _epoch(row["fired_at"]),
+            group_key=f"silent:{row['event_type']}",
+        )
+        self.contracts.resume_silence(row["event_type"], row["event_id"])
 
     def _settle(self, event_id: str, event: _Event) -> None:
         """Move an event whose every rule was evaluated to the 'evaluated' memory."""
@@ -649,6 +733,9 @@ class AlertEngine:
                 self._inbox.setdefault(row["event_id"], row)
         rules = {rule.name: rule for rule in self.rules}
         for row in rows:
+            if row["rule"] == SILENT_RULE and self.contracts is not None and row.get("event_type"):
+                self._resume_silence(row)
+                continue
             rule = rules.get(row["rule"])
             if rule is None or row["event_id"] is None or rule.threshold is not None:
                 continue  # a rule no longer configured stays firing: resolve it by hand
@@ -679,6 +766,8 @@ class AlertEngine:
         for group in self._groups.values():
             if group.firing is not None:
                 counts[(group.firing.rule.name, group.firing.rule.severity)] += 1
+        for alert in self._silent.values():
+            counts[(alert.rule.name, alert.rule.severity)] += 1
         return dict(counts)
 
     def metric_families(self) -> list[Family]:

@@ -27,6 +27,12 @@ from typing import Any
 import tomllib
 
 from eventscope.tracer.contract import ORPHAN_REASONS
+from eventscope.tracer.contracts.config import (
+    CONTRACT_REASONS,
+    CONTRACT_RULES,
+    ContractsConfig,
+    parse_section,
+)
 
 __all__ = [
     "REASONS",
@@ -44,7 +50,8 @@ __all__ = [
     "parse_duration",
 ]
 
-REASONS = (*ORPHAN_REASONS, "poison")  # alerts know one reason more: redelivery loops
+# alerts know more reasons than orphans: redelivery loops, and the contracts' findings
+REASONS = (*ORPHAN_REASONS, "poison", *(r for r in CONTRACT_REASONS if r not in ORPHAN_REASONS))
 SEVERITIES = ("info", "warning", "critical")
 SINK_TYPES = ("webhook", "log", "amqp")
 GLOB_KEYS = ("event_type", "exchange", "routing_key", "queue", "producer")
@@ -64,7 +71,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
 _DURATION_HINT = 'a number with a unit: "500ms", "5s", "1m", "2h", "1d"'
 
-_TOP_KEYS = ("alerts",)
+_TOP_KEYS = ("alerts", "contracts")
 _ALERTS_KEYS = ("rules", "expect", "sinks", "interval", "redelivery_limit", "dashboard_url", "learn_after")
 _RULE_KEYS = ("name", *GLOB_KEYS, "reasons", "within", "severity", "threshold")
 _THRESHOLD_KEYS = ("count", "window")
@@ -155,6 +162,7 @@ class AlertsConfig:
     dashboard_url: str = _DEFAULT_DASHBOARD_URL
     learn_after: int | None = None
     source: str = "<config>"
+    contracts: ContractsConfig | None = None  # [contracts]: AsyncAPI documents (docs/contracts.md)
 
     def summary(self) -> str:
         """One line per rule, expectation and sink (``eventscope rules check``)."""
@@ -187,6 +195,11 @@ class AlertsConfig:
             lines.append(f"  sink {sink.name!r}: {sink.type} {target}")
         if self.learn_after:
             lines.append(f"  learned baseline after {self.learn_after} consecutive occurrences")
+        for document in self.contracts.documents if self.contracts else ():
+            lines.append(
+                f"  contract {document.service!r} ({document.file}, AsyncAPI {document.version}): "
+                f"{len(document.declarations)} declaration(s)"
+            )
         return "\n".join(lines)
 
 
@@ -243,11 +256,13 @@ def load(path: str | Path) -> AlertsConfig:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(name, None, f"cannot read the file: {exc}")]) from None
-    return parse(text, filename=name)
+    return parse(text, filename=name, base=Path(path).parent)
 
 
-def parse(text: str, *, filename: str = "eventscope.toml") -> AlertsConfig:
-    """Validate TOML text; raises :class:`ConfigError` with every problem found."""
+def parse(text: str, *, filename: str = "eventscope.toml", base: Path | None = None) -> AlertsConfig:
+    """Validate TOML text; raises :class:`ConfigError` with every problem found. ``base``: the
+    directory relative paths in ``[contracts]`` start from (the file's own).
+    """
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -262,7 +277,7 @@ def parse(text: str, *, filename: str = "eventscope.toml") -> AlertsConfig:
                 )
             ]
         ) from None
-    return _Validator(filename, _Lines(text)).config(document)
+    return _Validator(filename, _Lines(text), base).config(document)
 
 
 class _Lines:
@@ -334,9 +349,10 @@ def _dotted(path: tuple[Any, ...]) -> str:
 
 
 class _Validator:
-    def __init__(self, filename: str, lines: _Lines) -> None:
+    def __init__(self, filename: str, lines: _Lines, base: Path | None = None) -> None:
         self.filename = filename
         self.lines = lines
+        self.base = base
         self.issues: list[ConfigIssue] = []
 
     def error(self, path: tuple[Any, ...], message: str, hint: str | None = None) -> None:
@@ -407,7 +423,18 @@ class _Validator:
             options["learn_after"] = self.integer(("alerts", "learn_after"), alerts["learn_after"], minimum=2)
         rules = self.rules(alerts.get("rules", []))
         expect = self.expect(alerts.get("expect", {}))
-        sinks = self.sinks(alerts.get("sinks", []), {rule.name for rule in rules} | {EXPECT_RULE})
+        sinks = self.sinks(
+            alerts.get("sinks", []), {rule.name for rule in rules} | {EXPECT_RULE, *CONTRACT_RULES}
+        )
+        if "contracts" in document:
+            options["contracts"] = parse_section(
+                document["contracts"],
+                base=self.base,
+                error=self.error,
+                issue=lambda found: self.issues.append(
+                    ConfigIssue(found.file, found.line, found.message, found.hint)
+                ),
+            )
         if self.issues:
             raise ConfigError(self.issues)
         return AlertsConfig(
@@ -447,7 +474,7 @@ class _Validator:
             name = self.string((*here, "name"), table["name"])
             if name is None:
                 continue
-            if name in seen or name == EXPECT_RULE:
+            if name in seen or name in (EXPECT_RULE, *CONTRACT_RULES):
                 self.error((*here, "name"), f"rule name {name!r} is used twice", "rule names must be unique")
             seen.add(name)
             fields: dict[str, Any] = {"name": name}

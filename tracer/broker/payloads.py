@@ -19,6 +19,8 @@ producers too) in the ``payloads`` table, one row per event:
 * **Then the size cap.** The stored text is at most ``max_bytes`` bytes of UTF-8, cut on a
   character boundary; ``truncated`` says so. A cut JSON body is no longer valid JSON, so
   ``is_json`` is true only for whole ones (those the JSON functions can read).
+* **The parsed value** of a whole JSON body rides along as ``parsed`` (redacted, never
+  stored), so the contract checks validate it without parsing the body again.
 * **Never raises.** :func:`capture` runs on the firehose tap's thread: anything unexpected is
   logged once, counted in :data:`failures`, and gives a row without a body.
 """
@@ -196,3 +198,5 @@ def _fill(
     row["body"], row["truncated"] = _cut(text, policy.max_bytes)
     if row["truncated"]:
         row["is_json"] = False
+    elif row["is_json"]:
+        row["parsed"] = document  # the redacted value, for in-process readers (contracts); not stored

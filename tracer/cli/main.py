@@ -20,6 +20,7 @@ from typing import Any
 
 from eventscope.tracer.broker.payloads import DEFAULT_MAX_BYTES as DEFAULT_PAYLOAD_BYTES
 from eventscope.tracer.broker.payloads import DEFAULT_REDACT, PayloadCapture
+from eventscope.tracer.cli import contracts as contracts_cli
 from eventscope.tracer.contract import ORPHAN_REASONS
 
 __all__ = ["main", "parse_bytes", "parse_duration"]
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     from eventscope.demo import runner
 
     runner.add_arguments(demo)
+    contracts_cli.register(commands)
     return parser
 
 
@@ -311,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo",
         "alerts",
         "rules",
+        "contracts",
     )  # their output is for people; library chatter is not
     level = max(logging.WARNING, _level(args.log_level)) if quiet else _level(args.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -324,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _rules_check(args.file)
     if args.command == "dashboard":
         return _dashboard(args)
+    if args.command == "contracts":
+        return contracts_cli.run(args)
     if args.command == "demo":
         from eventscope.demo import runner
 

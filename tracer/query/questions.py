@@ -851,3 +851,9 @@ QUESTIONS: dict[str, Any] = {
 }
 
 QUESTIONS["alert_details"] = alert_details
+
+
+# The contracts' questions live in a module of their own (it imports nothing from here).
+from eventscope.tracer.query import contracts as _contracts  # noqa: E402
+
+QUESTIONS.update(_contracts.QUESTIONS)

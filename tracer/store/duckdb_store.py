@@ -46,7 +46,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 11  # the highest of _MIGRATIONS (numbers may skip: assigned per branch)
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -59,6 +59,7 @@ _MIGRATIONS = {
     6: "schema_v6_payloads.sql",
     7: "schema_v7_spans.sql",
     8: "schema_v8_events.sql",
+    11: "schema_v11_contracts.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -749,7 +750,7 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> list[int]:
         raise RuntimeError(
             f"database schema version {current} is newer than this eventscope ({SCHEMA_VERSION}): upgrade"
         )
-    applied = list(range(current + 1, SCHEMA_VERSION + 1))
+    applied = [version for version in sorted(_MIGRATIONS) if version > current]
     for version in applied:
         with transaction(connection):
             connection.execute(_read_sql(_MIGRATIONS[version]))

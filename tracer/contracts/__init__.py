@@ -1,0 +1,1 @@
+"""Contracts: AsyncAPI documents held against the running system (docs/contracts.md)."""
