@@ -61,7 +61,7 @@ _DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 _DEFAULT_ROUTING_KEY = "eventscope.alert"
 _DURATION_HINT = 'a number with a unit: "500ms", "5s", "1m", "2h", "1d"'
 
-_TOP_KEYS = ("alerts",)
+_TOP_KEYS = ("alerts", "cli")  # [cli]: the command line's defaults (tracer/cli/options.py)
 _ALERTS_KEYS = ("rules", "expect", "sinks", "interval", "redelivery_limit", "dashboard_url", "learn_after")
 _RULE_KEYS = ("name", *GLOB_KEYS, "reasons", "within", "severity", "threshold")
 _THRESHOLD_KEYS = ("count", "window")
