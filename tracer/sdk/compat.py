@@ -29,7 +29,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 def _find_cleaner() -> tuple[Any, bool]:
     """The SDK's whole-value attribute cleaner, or ``None`` (the lean path then stays off).
 
