@@ -250,19 +250,20 @@ class LeanOtlpSpanExporter(OTLPSpanExporter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._eventscope_internals = compat.exporter_internals(self)
+        self._eventscope_warned = False
         if self._eventscope_internals is None:
             logger.debug("this OTLP exporter does not split encoding from transport: stock export path")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         internals = self._eventscope_internals
         if internals is None or self._shutdown:
-            return super().export(spans)
+            return self._stock_export(spans)
         client, metrics, max_request_size = internals
         try:
             serialized = encode_request(spans)
         except Exception as exc:
             logger.warning("eventscope's OTLP encoder failed (%s); using the SDK's for this batch", exc)
-            return super().export(spans)
+            return self._stock_export(spans)
         with metrics.export_operation(len(spans)) as result:
             if 0 < max_request_size < len(serialized):
                 logger.warning(
@@ -277,3 +278,13 @@ class LeanOtlpSpanExporter(OTLPSpanExporter):
                 result.error = outcome.error
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+    def _stock_export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """The SDK's own export; older releases raise when the collector is down: a failure, logged once."""
+        try:
+            return super().export(spans)
+        except Exception as exc:
+            if not self._eventscope_warned:
+                self._eventscope_warned = True
+                logger.warning("exporting spans to %s failed (%s); spans are dropped", self._endpoint, exc)
+            return SpanExportResult.FAILURE
