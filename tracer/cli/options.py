@@ -217,8 +217,7 @@ def _convert(action: argparse.Action, raw: Any, where: str) -> Any:
     option = action.option_strings[-1]
     try:
         if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            truth = _truth(raw)
-            return truth if isinstance(action, argparse._StoreTrueAction) else not truth
+            return _truth(raw)  # the variable names the value (EVENTSCOPE_TRACE_ON=false for --no-trace-on)
         if isinstance(action, argparse._AppendAction):
             items = raw if isinstance(raw, list) else [p for p in str(raw).split(",") if p.strip()]
             return [_typed(action, str(item).strip()) for item in items]
