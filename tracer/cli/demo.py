@@ -28,8 +28,7 @@ def register(commands: Any) -> None:
     # at a real collector's file.
     demo.eventscope_env = False  # type: ignore[attr-defined]
     demo.set_defaults(handler=run, needs="demo", quiet=True)
-    if options.missing_modules("demo"):
-        demo.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if options.missing_modules("demo"):  # its options come with it; `main` says what to install
         return
     from eventscope.demo import runner
 

@@ -109,7 +109,10 @@ def _parse(
             later[name] = options.apply_defaults(
                 subparser, name, environ=environ, settings=settings, source=where
             )
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    needs = getattr(args, "needs", None)
+    if unknown and not (needs and options.missing_modules(needs)):  # else: main says what to install
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     fallbacks = later.get(args.command, {})
     no_source_flag = getattr(args, "db", None) is None and getattr(args, "api", None) is None
     if ("db" in fallbacks or "api" in fallbacks) and no_source_flag:
