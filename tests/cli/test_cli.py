@@ -245,6 +245,10 @@ def test_a_bad_eventscope_toml_is_one_line(capsys: pytest.CaptureFixture[str], w
     (workdir / "eventscope.toml").write_text("[cli.collect]\ngrace = [1, 2]\n")
     status, _, err = _run(capsys, "collect")
     assert status == 2 and err.count("\n") == 1 and "grace" in err
+    (workdir / "eventscope.toml").write_text("[cli.collect]\ngrase = 1\n")
+    status, _, err = _run(capsys, "collect")
+    assert status == 2
+    assert err == "eventscope: eventscope.toml: [cli.collect] grase: collect has no such option\n"
     (workdir / "eventscope.toml").write_text("[cli\n")
     status, _, err = _run(capsys, "doctor")
     assert status == 1 and "eventscope.toml" in err and err.count("\n") == 1

@@ -109,6 +109,7 @@ def _parse(
             later[name] = options.apply_defaults(
                 subparser, name, environ=environ, settings=settings, source=where
             )
+    _check_settings(settings, parser, commands.choices, where)
     args, unknown = parser.parse_known_args(argv)
     needs = getattr(args, "needs", None)
     if unknown and not (needs and options.missing_modules(needs)):  # else: main says what to install
@@ -122,6 +123,29 @@ def _parse(
         if dest not in ("db", "api") and getattr(args, dest, None) in (None, []):
             setattr(args, dest, value)
     return args
+
+
+def _check_settings(
+    settings: Mapping[str, Any],
+    parser: argparse.ArgumentParser,
+    commands: Mapping[str, argparse.ArgumentParser],
+    where: str,
+) -> None:
+    """A key in ``[cli]`` / ``[cli.COMMAND]`` that no option reads is a typo: say so, not ignore it."""
+
+    def dests(p: argparse.ArgumentParser) -> set[str]:
+        return {a.dest for a in p._actions if a.option_strings}
+
+    everywhere = dests(parser).union(*(dests(p) for p in commands.values()))
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            if key not in commands:
+                raise options.fail(f"{where}: [cli.{key}] names no command", status=2)
+            for option in value:
+                if option.replace("-", "_") not in dests(commands[key]):
+                    raise options.fail(f"{where}: [cli.{key}] {option}: {key} has no such option", status=2)
+        elif key.replace("-", "_") not in everywhere:
+            raise options.fail(f"{where}: [cli] {key}: no command has this option", status=2)
 
 
 def _install_hint(extra: str, module: str) -> str:
