@@ -186,7 +186,7 @@ class LeanSpan(trace.Span, ReadableSpan):
 class LeanTracer:
     """Builds :class:`LeanSpan`s for one instrumentation scope on an eventscope-owned provider."""
 
-    __slots__ = ("_fallback", "_processors", "processor", "provider", "resource", "scope")
+    __slots__ = ("_active", "_fallback", "_processors", "processor", "provider", "resource", "scope")
 
     def __init__(self, setup: telemetry.Telemetry, name: str, version: str, schema_url: str) -> None:
         provider = setup.provider
@@ -195,6 +195,7 @@ class LeanTracer:
         self.resource = provider.resource
         self.scope = InstrumentationScope(name, version, schema_url)
         self._processors = compat.span_processors(provider)
+        self._active = provider._active_span_processor  # the SDK swaps its tuple, never this object
         self._fallback = provider.get_tracer(name, version, schema_url=schema_url)
 
     @staticmethod
@@ -223,7 +224,7 @@ class LeanTracer:
         start_time: int | None = None,
     ) -> trace.Span:
         """Like ``Tracer.start_span``; the caller's ``attributes`` dict becomes the span's."""
-        processors = compat.span_processors(self.provider)
+        processors = self._active._span_processors  # present: eligible() checked it (compat)
         if processors is not self._processors and processors != self._processors:
             # the application added a processor: it must see this span
             return self._fallback.start_span(name, context, kind, attributes, links, start_time)
