@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -17,6 +18,7 @@ from eventscope.tracer.version import __version__
 
 __all__ = ["register"]
 
+_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)[^@\s]*@")
 _PACKAGES = (
     "opentelemetry-api",
     "opentelemetry-sdk",
@@ -53,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"extra {extra}: {state}")
     for name in sorted(os.environ):
         if name.startswith(("OTEL_", "EVENTSCOPE_")):
-            shown = "(set)" if any(s in name for s in ("TOKEN", "HEADERS", "PASSWORD")) else os.environ[name]
+            shown = os.environ[name]
+            if any(secret in name for secret in ("TOKEN", "HEADERS", "PASSWORD", "KEY")):
+                shown = "(set)"
+            shown = _CREDENTIALS.sub(r"\1***@", shown)  # amqp://user:password@host → amqp://user:***@host
             print(f"{name}={shown}")
     return 0

@@ -90,7 +90,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     except Exception as exc:
         if args.log_level == "debug":
             logger.exception("eventscope %s failed", name)
-        options.stderr(name, f"{type(exc).__name__}: {exc} (--log-level debug shows where)")
+        first = (str(exc).splitlines() or [""])[0]
+        options.stderr(name, f"{type(exc).__name__}: {first} (--log-level debug shows where)")
         return 1
 
 

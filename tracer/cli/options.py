@@ -185,14 +185,16 @@ def apply_defaults(
 ) -> dict[str, Any]:
     """Set ``parser``'s defaults from ``environ`` and ``settings`` (flags still win, as argparse does).
 
-    Returns the values of repeatable options found there: argparse would add command-line
-    values to a list default, so those are applied after parsing, only when no flag was given.
+    Returns what must be applied after parsing, only when no flag was given: repeatable
+    options (argparse would add command-line values to a list default) and the read commands'
+    ``--db``/``--api`` (a flag for one must not meet a default for the other).
     """
     shared = {k.replace("-", "_"): v for k, v in settings.items() if not isinstance(v, dict)}
     own = settings.get(command, {})
     if not isinstance(own, dict):
         raise fail(f"{source}: [cli.{command}] must be a table of option = value")
-    shared.update({k.replace("-", "_"): v for k, v in own.items()})
+    own = {k.replace("-", "_"): v for k, v in own.items()}
+    shared.update(own)
     repeated: dict[str, Any] = {}
     for action in parser._actions:
         if not action.option_strings or action.dest in (argparse.SUPPRESS, "help", "version"):
