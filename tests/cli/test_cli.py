@@ -130,8 +130,8 @@ def test_a_missing_database_and_a_directory(capsys: pytest.CaptureFixture[str], 
     status, _, err = _run(capsys, "chain", "--db", "nope.duckdb", "E1")
     assert (status, err) == (
         1,
-        "eventscope chain: no database at nope.duckdb: check the path, or read a running collector "
-        "with --api URL\n",
+        "eventscope chain: no eventscope database at nope.duckdb: check the path, or read a running "
+        "collector with --api URL\n",
     )
     status, _, err = _run(capsys, "sql", "--db", str(workdir), "SELECT 1")
     assert status == 1 and "is a directory" in err

@@ -109,7 +109,9 @@ def register(commands: Any) -> None:
 def check_database(path: str) -> None:
     """Refuse, in one line, a ``--db`` that is missing, a directory, or not a DuckDB file."""
     if not os.path.exists(path):
-        raise fail(f"no database at {path}: check the path, or read a running collector with --api URL")
+        raise fail(
+            f"no eventscope database at {path}: check the path, or read a running collector with --api URL"
+        )
     if os.path.isdir(path):
         raise fail(f"{path} is a directory: --db takes the DuckDB file `eventscope collect --db` wrote")
     try:
