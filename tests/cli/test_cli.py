@@ -72,7 +72,9 @@ def test_every_command_module_registers_a_handler() -> None:
         assert callable(sub.get_default("handler")), name
 
 
-@pytest.mark.parametrize("command", ["collect", "sql", "orphans", "chain", "alerts", "dashboard", "doctor"])
+@pytest.mark.parametrize(
+    "command", ["collect", "sql", "orphans", "chain", "alerts", "dashboard", "demo", "doctor"]
+)
 def test_help_of_every_command(capsys: pytest.CaptureFixture[str], command: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])

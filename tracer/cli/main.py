@@ -8,6 +8,7 @@ to ``commands`` (the ``add_subparsers`` object) and sets, with ``set_defaults``:
 * ``handler``: ``(args) -> int``, the exit status;
 * ``needs``: the extra it imports (``"collector"``, ``"dashboard"``, ``"demo"``), if any;
 * ``quiet``: ``True`` when its output is for people (library logging then stays at warnings);
+* ``passthrough``: ``True`` when it parses its own options (they arrive in ``args.rest``);
 
 then add ``"NAME"`` to :data:`COMMANDS` below. Modules import only the standard library at
 the top (heavy imports go inside the handler), so ``eventscope --help`` works on the base
@@ -113,7 +114,9 @@ def _parse(
     _check_settings(settings, parser, commands.choices, where)
     args, unknown = parser.parse_known_args(argv)
     needs = getattr(args, "needs", None)
-    if unknown and not (needs and options.missing_modules(needs)):  # else: main says what to install
+    if getattr(args, "passthrough", False):  # the command parses its own options (demo)
+        args.rest = unknown
+    elif unknown and not (needs and options.missing_modules(needs)):  # else: main says what to install
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     fallbacks = later.get(args.command, {})
     no_source_flag = getattr(args, "db", None) is None and getattr(args, "api", None) is None
