@@ -288,3 +288,16 @@ def test_one_duration_grammar_for_the_command_line_and_the_rules() -> None:
     for bad in ("-1s", "soon", "1y", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             options.duration(bad)
+
+
+def test_main_never_imports_the_demo_runner_for_other_commands() -> None:
+    """The demo's options are parsed when it runs: --help and the other commands stay light."""
+    probe = (
+        "import sys; from eventscope.tracer.cli import main; main.build_parser(lazy=True); "
+        "print('eventscope.demo.runner' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+    full = probe.replace("lazy=True", "lazy=False")
+    out = subprocess.run([sys.executable, "-c", full], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr  # the complete parser (tests, tools) has them

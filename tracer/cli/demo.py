@@ -20,21 +20,41 @@ _DESCRIPTION = (
 
 
 def register(commands: Any) -> None:
+    """The demo with its options (when the ``demo`` extra is installed), for a complete parser."""
+    try:
+        from eventscope.demo import runner
+    except ImportError:  # no demo extra: parsed lazily, and `main` says what to install
+        register_lazy(commands)
+        return
+    demo = _add_parser(commands, add_help=True)
+    runner.add_arguments(demo)
+
+
+def register_lazy(commands: Any) -> None:
+    """The demo without its options: they are parsed in :func:`run`, so other commands never import them."""
+    demo = _add_parser(commands, add_help=False)  # `eventscope demo --help` is the runner parser's
+    demo.set_defaults(passthrough=True, rest=[])
+
+
+def _add_parser(commands: Any, *, add_help: bool) -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="collector + dashboard + a small shop on RabbitMQ producing healthy chains and orphans",
         description=_DESCRIPTION,
-        add_help=False,  # `eventscope demo --help` is the runner's own parser's
+        add_help=add_help,
     )
     # The demo reads its own variables (EVENTSCOPE_AMQP_URL); EVENTSCOPE_DB must never point it
     # at a real collector's file.
     demo.eventscope_env = False  # type: ignore[attr-defined]
-    demo.set_defaults(handler=run, needs="demo", quiet=True, passthrough=True, rest=[])
+    demo.set_defaults(handler=run, needs="demo", quiet=True)
+    return demo
 
 
 def run(args: argparse.Namespace) -> int:
     from eventscope.demo import runner
 
-    parser = argparse.ArgumentParser(prog="eventscope demo", description=_DESCRIPTION)
-    runner.add_arguments(parser)
-    return runner.main(parser.parse_args(args.rest))
+    if getattr(args, "passthrough", False):
+        parser = argparse.ArgumentParser(prog="eventscope demo", description=_DESCRIPTION)
+        runner.add_arguments(parser)
+        args = parser.parse_args(args.rest)
+    return runner.main(args)

@@ -39,8 +39,12 @@ logger = logging.getLogger(__name__)
 COMMANDS = ("collect", "read", "rules", "dashboard", "demo", "doctor")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line; every command module adds its own parsers."""
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; every command module adds its own parsers.
+
+    ``lazy`` (what ``main`` uses) lets a module whose options are costly to build register
+    with ``register_lazy(commands)`` instead: its options are then parsed when it runs.
+    """
     parser = argparse.ArgumentParser(
         prog="eventscope",
         description="Debugging and observability for event-driven systems on RabbitMQ.",
@@ -53,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"eventscope.tracer.cli.{name}").register(commands)
+        module = importlib.import_module(f"eventscope.tracer.cli.{name}")
+        (getattr(module, "register_lazy", module.register) if lazy else module.register)(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     try:
         args = _parse(parser, argv, environ)
     except options.CliError as exc:
