@@ -53,6 +53,7 @@ from pika.spec import BasicProperties
 
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import failures
+from eventscope.tracer.version import __version__
 
 from ._spans import AmqpTracing, Delivery, Publish, Settlements, suppressed
 
@@ -61,7 +62,7 @@ __all__ = ["TracedBlockingChannel", "TracedChannel", "install", "instrument_chan
 logger = logging.getLogger(__name__)
 
 _LIBRARY = "eventscope.adapters.pika"
-_VERSION = "0.1.0"
+_VERSION = __version__  # the instrumentation scope's version: the package's, from one source
 _OTEL_PIKA_MODULE = "opentelemetry.instrumentation.pika"
 
 

@@ -136,7 +136,7 @@ def test_toml_syntax_error_has_its_line() -> None:
 
 def test_dotted_keys_and_unknown_sections() -> None:
     assert errors('[collector]\nport = 1\n[alerts]\nexpect."order.placed" = "payments"\n') == [
-        "eventscope.toml:1: collector: unknown key (hint: known keys: alerts, contracts)",
+        "eventscope.toml:1: collector: unknown key (hint: known keys: alerts, cli, contracts)",
         'eventscope.toml:4: alerts.expect."order.placed": must be a non-empty list of service names, '
         "not 'payments' (hint: [\"payments\"])",
     ]

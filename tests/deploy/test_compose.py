@@ -10,11 +10,11 @@ the store URL is checked against the ClickHouse service instead.
 from __future__ import annotations
 
 import re
+import tomllib
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import tomllib
 
 from eventscope.tracer.alerts.rules import load
 from eventscope.tracer.cli.main import build_parser

@@ -35,7 +35,7 @@ def _exported(span):
         "resource": dict(span.resource.attributes),
         "scope": (span.instrumentation_scope.name, span.instrumentation_scope.version),
         "sampled": span.context.trace_flags.sampled,
-        "random": span.context.trace_flags.random_trace_id,
+        "flags": int(span.context.trace_flags),  # incl. the random-trace-id flag where the SDK sets it
         "parent": span.parent.span_id if span.parent else None,
         "trace_matches_parent": span.parent is None or span.parent.trace_id == span.context.trace_id,
     }

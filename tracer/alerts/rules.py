@@ -19,12 +19,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from eventscope.tracer.contract import ORPHAN_REASONS
 from eventscope.tracer.contracts.config import (
@@ -33,6 +32,7 @@ from eventscope.tracer.contracts.config import (
     ContractsConfig,
     parse_section,
 )
+from eventscope.tracer.durations import parse_duration
 
 __all__ = [
     "REASONS",
@@ -67,11 +67,9 @@ _DEFAULT_RETRIES = 3
 _DEFAULT_QUEUE_SIZE = 1000
 _DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 _DEFAULT_ROUTING_KEY = "eventscope.alert"
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
 _DURATION_HINT = 'a number with a unit: "500ms", "5s", "1m", "2h", "1d"'
 
-_TOP_KEYS = ("alerts", "contracts")
+_TOP_KEYS = ("alerts", "cli", "contracts")  # [cli]: the command line's defaults (tracer/cli/options.py)
 _ALERTS_KEYS = ("rules", "expect", "sinks", "interval", "redelivery_limit", "dashboard_url", "learn_after")
 _RULE_KEYS = ("name", *GLOB_KEYS, "reasons", "within", "severity", "threshold")
 _THRESHOLD_KEYS = ("count", "window")
@@ -231,24 +229,6 @@ class ConfigError(ValueError):
 
 
 # -- loading ----------------------------------------------------------------------------------
-def parse_duration(value: Any) -> float:
-    """``"500ms"``, ``"5s"``, ``"1m"``, ``"2h"``, ``"1d"`` or a bare number of seconds → seconds.
-
-    Raises ``ValueError`` for anything else, negative values included.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    else:
-        raise ValueError(f"not a duration: {value!r}")
-    if seconds < 0:
-        raise ValueError(f"negative duration: {value!r}")
-    return seconds
-
-
 def load(path: str | Path) -> AlertsConfig:
     """Read and validate ``path``; raises :class:`ConfigError` (also for unreadable files)."""
     name = str(path)

@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
         help="AsyncAPI documents: check them (and the traffic against them), or export them from traffic",
         description="AsyncAPI in and out: see docs/contracts.md.",
     )
+    contracts.set_defaults(handler=run, needs="collector", quiet=True)
     actions = contracts.add_subparsers(dest="contracts_command", metavar="ACTION", required=True)
     check = actions.add_parser(
         "check",

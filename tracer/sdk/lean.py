@@ -25,21 +25,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from eventscope.tracer.sdk import failures
+from eventscope.tracer.sdk import compat, failures
 from eventscope.tracer.sdk import provider as telemetry
 
 __all__ = ["LeanSpan", "LeanTracer", "tracer_for"]
 
 _MAX_ATTRIBUTES = 128
 _MAX_EVENTS = 128
-_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | compat.RANDOM_TRACE_ID)  # SAMPLED where unknown
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)  # immutable: one for every span
 
@@ -55,13 +54,13 @@ def _valid(value: Any) -> Any:
     """
     if type(value) in _PLAIN:
         return value
-    return _clean_attribute_value(value, None)
+    return compat.clean_attribute_value(value)
 
 
 def _default_limits(provider: TracerProvider) -> bool:
     """No length limit and room for our attributes: the lean path need not truncate or drop."""
-    limits = provider._span_limits
-    return (
+    limits = compat.span_limits(provider)
+    return limits is not None and (
         limits.max_attribute_length is None
         and limits.max_span_attribute_length is None
         and (limits.max_span_attributes or 0) >= _MAX_ATTRIBUTES
@@ -121,6 +120,8 @@ class LeanSpan(trace.Span, ReadableSpan):
         if self._end_time is not None or not isinstance(key, str) or not key:
             return
         value = _valid(value)
+        if value is None and compat.DROPS_REFUSED_VALUES:
+            return
         if key not in self._attributes and len(self._attributes) >= _MAX_ATTRIBUTES:
             return
         self._attributes[key] = value
@@ -129,6 +130,8 @@ class LeanSpan(trace.Span, ReadableSpan):
         if self._end_time is not None or len(self._events) >= _MAX_EVENTS:
             return
         cleaned = {k: _valid(v) for k, v in (attributes or {}).items()}
+        if compat.DROPS_REFUSED_VALUES:
+            cleaned = {k: v for k, v in cleaned.items() if v is not None}
         self._events.append(Event(name, cleaned, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
@@ -183,7 +186,7 @@ class LeanSpan(trace.Span, ReadableSpan):
 class LeanTracer:
     """Builds :class:`LeanSpan`s for one instrumentation scope on an eventscope-owned provider."""
 
-    __slots__ = ("_fallback", "_processors", "processor", "provider", "resource", "scope")
+    __slots__ = ("_active", "_fallback", "_processors", "processor", "provider", "resource", "scope")
 
     def __init__(self, setup: telemetry.Telemetry, name: str, version: str, schema_url: str) -> None:
         provider = setup.provider
@@ -191,7 +194,8 @@ class LeanTracer:
         self.processor = setup.processor
         self.resource = provider.resource
         self.scope = InstrumentationScope(name, version, schema_url)
-        self._processors = provider._active_span_processor._span_processors
+        self._processors = compat.span_processors(provider)
+        self._active = provider._active_span_processor  # the SDK swaps its tuple, never this object
         self._fallback = provider.get_tracer(name, version, schema_url=schema_url)
 
     @staticmethod
@@ -202,9 +206,11 @@ class LeanTracer:
         provider = setup.provider
         return (
             type(provider) is TracerProvider
-            and type(provider.id_generator) is RandomIdGenerator
+            and compat.lean_capable(provider)
+            and not telemetry.sdk_disabled()
+            and type(getattr(provider, "id_generator", None)) is RandomIdGenerator
             and os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on") == "parentbased_always_on"
-            and provider._active_span_processor._span_processors == (setup.processor,)
+            and compat.span_processors(provider) == (setup.processor,)
             and _default_limits(provider)
         )
 
@@ -218,7 +224,7 @@ class LeanTracer:
         start_time: int | None = None,
     ) -> trace.Span:
         """Like ``Tracer.start_span``; the caller's ``attributes`` dict becomes the span's."""
-        processors = self.provider._active_span_processor._span_processors
+        processors = self._active._span_processors  # present: eligible() checked it (compat)
         if processors is not self._processors and processors != self._processors:
             # the application added a processor: it must see this span
             return self._fallback.start_span(name, context, kind, attributes, links, start_time)
@@ -227,7 +233,7 @@ class LeanTracer:
             if not parent.trace_flags.sampled:
                 return self._fallback.start_span(name, context, kind, attributes, links, start_time)
             trace_id = parent.trace_id
-            flags = _SAMPLED_RANDOM if parent.trace_flags.random_trace_id else _SAMPLED
+            flags = _SAMPLED_RANDOM if parent.trace_flags & compat.RANDOM_TRACE_ID else _SAMPLED
             trace_state = parent.trace_state
         else:
             parent = None

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from eventscope.tracer import contract as A
+from eventscope.tracer.sdk import compat
 
 __all__ = ["LeanOtlpSpanExporter", "encode_request"]
 
@@ -240,27 +241,50 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
 
 
 class LeanOtlpSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/HTTP exporter (transport, retries, limits, metrics) with this encoder."""
+    """The SDK's OTLP/HTTP exporter (transport, retries, limits, metrics) with this encoder.
+
+    Exporters that do not split encoding from transport (older releases: see
+    :func:`compat.exporter_internals`) run exactly as the stock exporter.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._eventscope_internals = compat.exporter_internals(self)
+        self._eventscope_warned = False
+        if self._eventscope_internals is None:
+            logger.debug("this OTLP exporter does not split encoding from transport: stock export path")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            return super().export(spans)
+        internals = self._eventscope_internals
+        if internals is None or self._shutdown:
+            return self._stock_export(spans)
+        client, metrics, max_request_size = internals
         try:
             serialized = encode_request(spans)
         except Exception as exc:
             logger.warning("eventscope's OTLP encoder failed (%s); using the SDK's for this batch", exc)
-            return super().export(spans)
-        with self._metrics.export_operation(len(spans)) as result:
-            if 0 < self._max_request_size < len(serialized):
+            return self._stock_export(spans)
+        with metrics.export_operation(len(spans)) as result:
+            if 0 < max_request_size < len(serialized):
                 logger.warning(
                     "Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.",
                     len(serialized),
-                    self._max_request_size,
+                    max_request_size,
                 )
                 result.error = ValueError("request too large")
                 return SpanExportResult.FAILURE
-            outcome = self._client.export(serialized)
+            outcome = client.export(serialized)
             if not outcome.success:
                 result.error = outcome.error
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+    def _stock_export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """The SDK's own export; older releases raise when the collector is down: a failure, logged once."""
+        try:
+            return super().export(spans)
+        except Exception as exc:
+            if not self._eventscope_warned:
+                self._eventscope_warned = True
+                logger.warning("exporting spans to %s failed (%s); spans are dropped", self._endpoint, exc)
+            return SpanExportResult.FAILURE

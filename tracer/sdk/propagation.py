@@ -108,7 +108,8 @@ def _is_default_w3c() -> bool:
     known, answer = _default_w3c
     if textmap is known:
         return answer
-    answer = isinstance(textmap, CompositePropagator) and [type(p) for p in textmap._propagators] == [
+    inner = getattr(textmap, "_propagators", None)  # private: unknown shape → the generic path
+    answer = isinstance(textmap, CompositePropagator) and [type(p) for p in inner or ()] == [
         TraceContextTextMapPropagator,
         W3CBaggagePropagator,
     ]

@@ -1,0 +1,116 @@
+"""Every use of the OpenTelemetry SDK's private internals, feature-detected in one place.
+
+eventscope supports a range of OpenTelemetry releases (pyproject.toml's bounds, both ends
+tested in CI) so that it installs beside whatever an application already runs. The lean
+span path and the lean encoder read a few private attributes of the SDK; their names and
+shapes change between releases. Each accessor here answers ``None`` (or ``False``) when the
+internal is missing or shaped differently, and the caller then takes the public path: the
+SDK's own tracer, the stock exporter. Never an ``AttributeError`` into the application.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from opentelemetry.trace import TraceFlags
+
+__all__ = [
+    "DROPS_REFUSED_VALUES",
+    "RANDOM_TRACE_ID",
+    "clean_attribute_value",
+    "exporter_internals",
+    "lean_capable",
+    "processor_exporter",
+    "span_limits",
+    "span_processors",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _find_cleaner() -> tuple[Any, bool]:
+    """The SDK's whole-value attribute cleaner, or ``None`` (the lean path then stays off).
+
+    Older releases clean a whole value in ``_clean_attribute(key, value, max_len)`` (their
+    ``_clean_attribute_value`` cleans one element); newer ones in ``_clean_attribute_value``.
+    The candidate must clean a list into a tuple, as the SDK stores it, to be trusted. The
+    flag says whether the SDK drops a value its cleaner refused (older releases) rather than
+    storing ``None`` (newer ones).
+    """
+    from opentelemetry import attributes
+
+    whole = getattr(attributes, "_clean_attribute", None)
+    candidates = []
+    if callable(whole):
+        candidates.append((lambda value, limit: whole("key", value, limit), True))
+    value_cleaner = getattr(attributes, "_clean_attribute_value", None)
+    if callable(value_cleaner):
+        candidates.append((value_cleaner, False))
+    for candidate, drops in candidates:
+        try:
+            if candidate([1, 2], None) == (1, 2) and candidate("x", None) == "x":
+                return candidate, drops
+        except Exception:  # a shape we do not know: try the next one
+            continue
+    return None, False
+
+
+_clean, DROPS_REFUSED_VALUES = _find_cleaner()
+
+# W3C Trace Context level 2's "random trace id" flag: set on new roots by recent SDKs only.
+RANDOM_TRACE_ID: int = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+
+
+def clean_attribute_value(value: Any) -> Any:
+    """The SDK's own attribute cleaning (no length limit); only called when :func:`lean_capable`."""
+    return _clean(value, None)  # type: ignore[misc]
+
+
+def span_processors(provider: Any) -> tuple[Any, ...] | None:
+    """The provider's span processors in order, or ``None`` when this SDK hides them elsewhere."""
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    return processors if isinstance(processors, tuple) else None
+
+
+def processor_exporter(processor: Any) -> Any | None:
+    """The exporter a Simple/BatchSpanProcessor sends to, wherever this release keeps it."""
+    for holder in (processor, getattr(processor, "_batch_processor", None)):
+        for name in ("span_exporter", "_exporter"):
+            exporter = getattr(holder, name, None)
+            if exporter is not None:
+                return exporter
+    return None
+
+
+def span_limits(provider: Any) -> Any | None:
+    """The provider's ``SpanLimits``, or ``None`` when it keeps them elsewhere."""
+    limits = getattr(provider, "_span_limits", None)
+    needed = ("max_attribute_length", "max_span_attribute_length", "max_span_attributes", "max_events")
+    return limits if limits is not None and all(hasattr(limits, n) for n in needed) else None
+
+
+def lean_capable(provider: Any) -> bool:
+    """Does this SDK expose everything the lean span path reads (else the SDK tracer is used)?"""
+    return _clean is not None and span_processors(provider) is not None and span_limits(provider) is not None
+
+
+def exporter_internals(exporter: Any) -> tuple[Any, Any, int] | None:
+    """``(client, metrics, max_request_size)`` of an OTLP/HTTP exporter that has them, else ``None``.
+
+    Recent exporters split encoding from transport (``_client.export(bytes)``) and count
+    exports in ``_metrics.export_operation``; the lean encoder replaces just the encoding
+    step there. Older ones do both inside ``export()``: the stock path is used as it is.
+    """
+    client = getattr(exporter, "_client", None)
+    metrics = getattr(exporter, "_metrics", None)
+    limit = getattr(exporter, "_max_request_size", None)
+    if (
+        callable(getattr(client, "export", None))
+        and callable(getattr(metrics, "export_operation", None))
+        and isinstance(limit, int)
+        and isinstance(getattr(exporter, "_shutdown", None), bool)
+    ):
+        return client, metrics, limit
+    return None
