@@ -34,6 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from eventscope.tracer.broker.records import BrokerBatch, Topology
+from eventscope.tracer.contract import SPAN_KIND_CODES as _KIND_CODES
 from eventscope.tracer.ingest.lineage import Lineage, Resolution
 from eventscope.tracer.ingest.normaliser import Normalised, SpanNode
 from eventscope.tracer.store import flows
@@ -59,7 +60,6 @@ _MIGRATIONS = {
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
 _STATE_VERSION = 4  # the migration that adds delivery_state: fill it for the rows already there
-_KIND_CODES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 _SANDBOX = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
