@@ -32,19 +32,38 @@ WITH
         FROM queues
         WHERE message_ttl_ms IS NOT NULL
         GROUP BY name
+    ),
+    due AS (
+        SELECT s.*, count(*) FILTER (WHERE s.state = 'unknown') OVER (PARTITION BY s.queue) AS unknowns
+        FROM query_table(source) s
+        CROSS JOIN cutoff
+        WHERE s.since IS NULL OR s.since < cutoff.at
+    ),
+    held AS (
+        SELECT name AS queue, max(last_seen_at) AS polled_at, arg_max(messages_unacknowledged, last_seen_at) AS unacked
+        FROM queues
+        WHERE present
+        GROUP BY name
     )
 SELECT s.event_id, s.event_type, s.exchange, s.routing_key, s.queue,
        CASE
+           WHEN s.state = 'unknown' THEN 'unacked'
            WHEN s.state <> 'undelivered' THEN s.state
            WHEN t.ttl_ms IS NOT NULL AND s.published_at + to_milliseconds(t.ttl_ms) < cutoff.at THEN 'expired'
            ELSE 'unconsumed'
        END AS reason,
        s.published_at,
        date_diff('millisecond', s.published_at, now()) / 1000.0 AS age_s
-FROM query_table(source) s
+FROM due s
 CROSS JOIN cutoff
 LEFT JOIN ttls t ON t.queue = s.queue
-WHERE s.since IS NULL OR s.since < cutoff.at
+LEFT JOIN held h ON h.queue = s.queue
+-- 'unknown' (the instrumentation cannot tell an ack from "still processing") is 'unacked' only
+-- when the queue, polled after the grace ran out, still holds at least as many unacknowledged
+-- messages as there are such deliveries past the grace: otherwise some were surely settled and
+-- the broker cannot say which, so none is reported.
+WHERE s.state <> 'unknown'
+   OR (h.polled_at >= cutoff.at AND h.polled_at > s.since AND h.unacked >= s.unknowns AND h.unacked > 0)
 ORDER BY s.published_at, s.event_id, s.queue;
 
 -- Everything derived from the tables on each call (e.g. after editing them by hand).
