@@ -139,7 +139,8 @@ def otel_aio_pika(endpoint: str, names: dict[str, Any]) -> Any:
         async with connection:
             channel = await connection.channel()
             shop = await channel.get_exchange(names["shop"], ensure=False)
-            await shop.publish(aio_pika.Message(b"{}", message_id=f"aio-{os.getpid()}"), routing_key="from.aio")
+            message = aio_pika.Message(b"{}", message_id=f"aio-{os.getpid()}")
+            await shop.publish(message, routing_key="from.aio")
             # with an id of its own: without one, aiormq assigns it after the instrumentation built
             # its span, and the span's event cannot be joined to its delivery (docs/collector.md)
             await channel.default_exchange.publish(

@@ -44,9 +44,25 @@ WITH
         FROM queues
         WHERE present
         GROUP BY name
+    ),
+    seen AS (SELECT name AS queue, max(last_seen_at) AS last_seen_at FROM queues GROUP BY name),
+    polls AS (SELECT max(last_seen_at) AS at FROM queues),
+    routed AS (
+        -- The firehose lists a default-exchange publish as routed to the queue of its routing
+        -- key even when no such queue exists: the management poller, having polled since the
+        -- publish without seeing the queue then, tells it was unroutable.
+        SELECT d.*,
+               d.state = 'undelivered' AND coalesce(d.exchange, '') IN ('', 'amq.default')
+               AND polls.at > d.published_at
+               AND (seen.last_seen_at IS NULL OR seen.last_seen_at < d.published_at) AS no_such_queue
+        FROM due d
+        CROSS JOIN polls
+        LEFT JOIN seen ON seen.queue = d.queue
     )
-SELECT s.event_id, s.event_type, s.exchange, s.routing_key, s.queue,
+SELECT s.event_id, s.event_type, s.exchange, s.routing_key,
+       CASE WHEN s.no_such_queue THEN NULL ELSE s.queue END AS queue,
        CASE
+           WHEN s.no_such_queue THEN 'unroutable'
            WHEN s.state = 'unknown' THEN 'unacked'
            WHEN s.state <> 'undelivered' THEN s.state
            WHEN t.ttl_ms IS NOT NULL AND s.published_at + to_milliseconds(t.ttl_ms) < cutoff.at THEN 'expired'
@@ -54,7 +70,7 @@ SELECT s.event_id, s.event_type, s.exchange, s.routing_key, s.queue,
        END AS reason,
        s.published_at,
        date_diff('millisecond', s.published_at, now()) / 1000.0 AS age_s
-FROM due s
+FROM routed s
 CROSS JOIN cutoff
 LEFT JOIN ttls t ON t.queue = s.queue
 LEFT JOIN held h ON h.queue = s.queue
