@@ -130,6 +130,32 @@ OUTCOME_NACK: Final = "nack"
 OUTCOME_REJECT: Final = "reject"
 OUTCOME_REQUEUE: Final = "requeue"
 OUTCOME_ERROR: Final = "error"
+# The instrumentation cannot tell an ack from "still processing" (it records no settle):
+# broker truth decides whether such a delivery is an orphan (docs/sql.md, "Orphans").
+OUTCOME_UNKNOWN: Final = "unknown"
+OUTCOMES: Final = frozenset(
+    {OUTCOME_ACK, OUTCOME_NACK, OUTCOME_REJECT, OUTCOME_REQUEUE, OUTCOME_ERROR, OUTCOME_UNKNOWN}
+)
+
+# RabbitMQ's direct reply-to pseudo-queue: replies sent to it bypass every real queue.
+DIRECT_REPLY_TO: Final = "amq.rabbitmq.reply-to"
+
+# OTLP ``Span.SpanKind`` numbers and their names, as both sides of the wire write and read
+# them (the SDK encoder, the collector's readers, the store and ``testing``).
+SPAN_KIND_INTERNAL: Final = 1
+SPAN_KIND_SERVER: Final = 2
+SPAN_KIND_CLIENT: Final = 3
+SPAN_KIND_PRODUCER: Final = 4
+SPAN_KIND_CONSUMER: Final = 5
+SPAN_KINDS: Final = {
+    0: "UNSPECIFIED",
+    SPAN_KIND_INTERNAL: "INTERNAL",
+    SPAN_KIND_SERVER: "SERVER",
+    SPAN_KIND_CLIENT: "CLIENT",
+    SPAN_KIND_PRODUCER: "PRODUCER",
+    SPAN_KIND_CONSUMER: "CONSUMER",
+}
+SPAN_KIND_CODES: Final = {name: code for code, name in SPAN_KINDS.items()}
 
 # Why an event is an orphan (the ``orphans.reason`` column of the SQL surface).
 ORPHAN_REASONS: Final = (
@@ -153,7 +179,3 @@ LEGACY: Final = {
     "net.peer.name": SERVER_ADDRESS,
     "net.peer.port": SERVER_PORT,
 }
-
-# OTLP's SpanKind enum, by wire code and by the name the store keeps in spans.kind.
-SPAN_KINDS: Final = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
-SPAN_KIND_CODES: Final = {name: code for code, name in SPAN_KINDS.items()}

@@ -2,7 +2,9 @@
 
 :class:`OtlpReceiver` is a small OTLP/HTTP endpoint on 127.0.0.1 that decodes what the real
 OpenTelemetry exporter sends, so tests exercise the whole export pipeline instead of an
-in-memory exporter. It needs ``opentelemetry-proto`` (the ``test`` extra).
+in-memory exporter. It needs ``opentelemetry-proto`` (the ``test`` extra). Requests are
+decoded by the collector's own codec (:mod:`eventscope.tracer.ingest.codec`, which needs only
+protobuf and the OTLP messages, never DuckDB or the server), with the contract's span kinds.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["OtlpReceiver", "ReceivedSpan"]
+from eventscope.tracer.contract import SPAN_KINDS
 
-_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+__all__ = ["OtlpReceiver", "ReceivedSpan"]
 
 
 @dataclass
@@ -54,10 +56,9 @@ def _value(any_value: Any) -> Any:
 
 def decode_spans(body: bytes) -> list[ReceivedSpan]:
     """Decode an OTLP ``ExportTraceServiceRequest`` (protobuf) into ``ReceivedSpan``s."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from eventscope.tracer.ingest import codec  # imported late: protobuf only when receiving
 
-    request = ExportTraceServiceRequest()
-    request.ParseFromString(body)
+    request = codec.decode(body, codec.PROTOBUF)
     spans = []
     for resource_spans in request.resource_spans:
         resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
@@ -66,7 +67,7 @@ def decode_spans(body: bytes) -> list[ReceivedSpan]:
                 spans.append(
                     ReceivedSpan(
                         name=span.name,
-                        kind=_KINDS.get(span.kind, str(span.kind)),
+                        kind=SPAN_KINDS.get(span.kind, str(span.kind)),
                         service=resource.get("service.name"),
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),

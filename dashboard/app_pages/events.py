@@ -10,7 +10,7 @@ from eventscope.dashboard import data, layout
 
 _PAGE_SIZE = 100
 _ANY = "(any)"
-_OUTCOMES = [_ANY, "ack", "nack", "reject", "requeue", "error", "unsettled"]
+_OUTCOMES = [_ANY, "ack", "nack", "reject", "requeue", "error", "unknown", "unsettled"]
 
 st.title("Events")
 facets = data.facets()

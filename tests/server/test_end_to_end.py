@@ -121,10 +121,11 @@ def test_spans_of_instrumentation_pika_alone(running_collector: RunningCollector
     events = sql(url, "SELECT event_id, exchange, producer_service FROM events")
     assert len(events) == 1 and events[0]["event_id"].startswith("otel-")
     assert events[0]["exchange"] == queue and events[0]["producer_service"] == "legacy"
-    deliveries = sql(url, "SELECT event_id, queue FROM deliveries")
-    assert deliveries == [{"event_id": events[0]["event_id"], "queue": queue}]
-    # no settle information from that library: honestly 'unacked', never 'unconsumed'
-    assert [o["reason"] for o in sql(url, "SELECT reason FROM orphans")] == ["unacked"]
+    deliveries = sql(url, "SELECT event_id, queue, outcome FROM deliveries")
+    # that library names no queue and traces no settle: 'unknown', which is no orphan without
+    # broker truth saying the message is still unacknowledged (issue 18: it was acked)
+    assert deliveries == [{"event_id": events[0]["event_id"], "queue": None, "outcome": "unknown"}]
+    assert sql(url, "SELECT reason FROM orphans") == []
 
 
 FLOW = textwrap.dedent(

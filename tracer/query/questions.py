@@ -164,7 +164,7 @@ def chain(connection: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[str
 # Each takes keyword-only parameters of plain types (str, int, float, bool or None): the
 # collector serves every one of them as ``GET /api/<name>?param=value`` (see QUESTIONS).
 _DEFAULT_BUCKETS = 60
-_OUTCOMES = ("ack", "nack", "reject", "requeue", "error", "unsettled")
+_OUTCOMES = ("ack", "nack", "reject", "requeue", "error", "unknown", "unsettled")
 
 _SUMMARY = """
 SELECT (SELECT count(*) FROM events) AS events,

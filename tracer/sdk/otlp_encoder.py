@@ -22,6 +22,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanKind
 
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import compat
@@ -45,7 +46,8 @@ _UNIQUE_VALUED = frozenset(
 _MAX_CACHED_VALUE_CHARS = 256
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-_KINDS = {0: 1, 1: 2, 2: 3, 3: 4, 4: 5}  # opentelemetry.trace.SpanKind value -> OTLP SpanKind
+# opentelemetry.trace.SpanKind value -> OTLP SpanKind number, by the contract's names
+_KINDS = {kind.value: A.SPAN_KIND_CODES[kind.name] for kind in SpanKind}
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_double = struct.Struct("<d").pack

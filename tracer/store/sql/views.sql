@@ -32,19 +32,64 @@ WITH
         FROM queues
         WHERE message_ttl_ms IS NOT NULL
         GROUP BY name
+    ),
+    due AS (
+        SELECT s.*, count(*) FILTER (WHERE s.state = 'unknown') OVER (PARTITION BY s.queue) AS unknowns
+        FROM query_table(source) s
+        CROSS JOIN cutoff
+        WHERE s.since IS NULL OR s.since < cutoff.at
+    ),
+    held AS (
+        SELECT name AS queue, max(last_seen_at) AS polled_at, arg_max(messages_unacknowledged, last_seen_at) AS unacked
+        FROM queues
+        WHERE present
+        GROUP BY name
+    ),
+    seen AS (
+        SELECT name AS queue, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
+        FROM queues
+        GROUP BY name
+    ),
+    polls AS (SELECT min(first_seen_at) AS first_at, max(last_seen_at) AS at FROM queues),
+    routed AS (
+        -- The firehose lists a default-exchange publish as routed to the queue of its routing
+        -- key even when no such queue exists: the management poller, having polled since the
+        -- publish without seeing the queue then, tells it was unroutable (never seen; gone
+        -- before the publish; or first seen after a poll that came after the publish).
+        SELECT d.*,
+               d.state = 'undelivered' AND coalesce(d.exchange, '') IN ('', 'amq.default')
+               AND polls.at > d.published_at
+               AND (
+                   seen.queue IS NULL
+                   OR seen.last_seen_at < d.published_at
+                   OR (polls.first_at > d.published_at AND seen.first_seen_at > polls.first_at)
+               ) AS no_such_queue
+        FROM due d
+        CROSS JOIN polls
+        LEFT JOIN seen ON seen.queue = d.queue
     )
-SELECT s.event_id, s.event_type, s.exchange, s.routing_key, s.queue,
+SELECT s.event_id, s.event_type, s.exchange, s.routing_key,
+       CASE WHEN s.no_such_queue THEN NULL ELSE s.queue END AS queue,
        CASE
+           WHEN s.no_such_queue THEN 'unroutable'
+           WHEN s.state = 'unknown' THEN 'unacked'
            WHEN s.state <> 'undelivered' THEN s.state
            WHEN t.ttl_ms IS NOT NULL AND s.published_at + to_milliseconds(t.ttl_ms) < cutoff.at THEN 'expired'
            ELSE 'unconsumed'
        END AS reason,
        s.published_at,
        date_diff('millisecond', s.published_at, now()) / 1000.0 AS age_s
-FROM query_table(source) s
+FROM routed s
 CROSS JOIN cutoff
 LEFT JOIN ttls t ON t.queue = s.queue
-WHERE s.since IS NULL OR s.since < cutoff.at
+LEFT JOIN held h ON h.queue = s.queue
+-- 'unknown' (the instrumentation cannot tell an ack from "still processing") is 'unacked' only
+-- when the queue, polled after the delivery's grace ran out, still holds at least as many unacknowledged
+-- messages as there are such deliveries past the grace: otherwise some were surely settled and
+-- the broker cannot say which, so none is reported.
+WHERE s.state <> 'unknown'
+   OR (h.polled_at - s.since >= now() - cutoff.at AND h.polled_at > s.since
+       AND h.unacked >= s.unknowns AND h.unacked > 0)
 ORDER BY s.published_at, s.event_id, s.queue;
 
 -- Everything derived from the tables on each call (e.g. after editing them by hand).
