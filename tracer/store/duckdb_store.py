@@ -42,7 +42,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -55,6 +55,7 @@ _MIGRATIONS = {
     6: "schema_v6_payloads.sql",
     7: "schema_v7_spans.sql",
     8: "schema_v8_events.sql",
+    9: "schema_v9_incidents.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
