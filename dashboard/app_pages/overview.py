@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from eventscope.dashboard import data, layout, reasons
@@ -22,7 +23,46 @@ columns[2].metric("Orphans", f"{orphaned:,}")
 columns[3].metric("Producing services", f"{totals['producers']:,}")
 columns[4].metric("Consuming services", f"{totals['consumers']:,}")
 columns[5].metric("Alerts firing", f"{totals['alerts_firing']:,}")
-st.caption(f"Events published from {totals['first_at']} to {totals['last_at']}.")
+st.caption(
+    f"Events published from {layout.utc(totals['first_at'])} to {layout.utc(totals['last_at'])}. "
+    f"{layout.TIME_NOTE}"
+)
+
+
+def _orphans_chart(
+    rates: pd.DataFrame, *, bucket_s: float, grace_s: float, now: pd.Timestamp
+) -> alt.LayerChart:
+    """Orphans per bucket and reason (stacked), with the buckets still inside the grace shaded."""
+    bars = (
+        alt.Chart(rates.assign(end=rates["bucket"] + pd.Timedelta(seconds=bucket_s)))
+        .mark_bar()
+        .encode(
+            x=layout.time_axis("bucket"),
+            x2="end:T",
+            y=alt.Y("sum(orphans):Q", title="orphans"),
+            color=alt.Color(
+                "reason:N", legend=alt.Legend(title="reason", orient="bottom", labelLimit=0, columns=4)
+            ),
+            tooltip=["bucket:T", "reason:N", "orphans:Q"],
+        )
+    )
+    start = now - pd.Timedelta(seconds=grace_s)
+    last = rates["bucket"].max() + pd.Timedelta(seconds=bucket_s)
+    if start >= last:
+        return alt.layer(bars).properties(height=260)
+    band = pd.DataFrame({"start": [max(start, rates["bucket"].min())], "end": [last], "label": ["pending"]})
+    shade = (
+        alt.Chart(band)
+        .mark_rect(color="#94a3b8", opacity=0.25)
+        .encode(x=layout.time_axis("start"), x2="end:T", tooltip=["label:N"])
+    )
+    text = (
+        alt.Chart(band)
+        .mark_text(align="left", baseline="top", dx=3, dy=3, color="#475569")
+        .encode(x=layout.time_axis("start"), y=alt.value(0), text="label:N")
+    )
+    return alt.layer(shade, bars, text).properties(height=260)
+
 
 bucket_s, rates = data.rates()
 _, orphan_rates = data.orphans_over_time()
@@ -34,16 +74,26 @@ with left:
         st.altair_chart(
             alt.Chart(series)
             .mark_line(point=True)
-            .encode(x=alt.X("bucket:T", title=None), y=alt.Y("per_s:Q", title="per second"), color="rate:N")
+            .encode(
+                x=layout.time_axis("bucket"),
+                y=alt.Y("per_s:Q", title="per second"),
+                color=alt.Color("rate:N", legend=alt.Legend(orient="bottom", labelLimit=0)),
+            )
             .properties(height=260)
         )
-    st.caption(f"Per {bucket_s:g} s bucket.")
+    st.caption(f"Per {bucket_s:g} s bucket, UTC.")
 with right:
     st.subheader("Orphans by reason over time")
     if orphan_rates.empty:
         st.success("No orphans.")
     else:
-        st.bar_chart(orphan_rates, x="bucket", y="orphans", color="reason", height=260)
+        grace_s, now = data.grace()
+        st.altair_chart(_orphans_chart(orphan_rates, bucket_s=bucket_s, grace_s=grace_s, now=now))
+        st.caption(
+            f"Per {bucket_s:g} s bucket, UTC. An event is judged once it is {grace_s:g} s old (the "
+            "grace): the shaded 'pending' band is still waiting for its verdicts, so it looks healthier "
+            "than it may turn out."
+        )
 
 st.subheader("Orphans by reason")
 if not counts:

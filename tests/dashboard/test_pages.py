@@ -113,7 +113,8 @@ def test_chain_of_an_order(shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert set(deliveries["outcome"]) == {"ack"}
     assert (deliveries["wait_ms"] >= 0).all()
     downstream = [link.proto.label for link in at.get("page_link")]
-    assert sorted(downstream) == ["→ payment.authorized", "→ stock.reserved", "→→ shipment.created"]
+    assert downstream[0] == "Open the whole conversation"
+    assert sorted(downstream[1:]) == ["→ payment.authorized", "→ stock.reserved", "→→ shipment.created"]
 
     # from an effect, the page shows its cause upstream
     shipment = one(
@@ -302,7 +303,7 @@ def test_alerts_firing_and_resolved(alerts_db: Path, shop_db: Path, monkeypatch:
     assert labels[0].startswith("firing: [critical] orphan-failed · failed · order.placed") or labels[
         0
     ].startswith("firing: orphan-failed · failed · order.placed")
-    at.selectbox[0].select("resolved").run()
+    at.selectbox(key="alert_state").select("resolved").run()
     assert list(at.dataframe[0].value["alert_id"]) == ["alert-2"]
 
     at = open_page(shop_db, "alerts", monkeypatch)
