@@ -46,9 +46,7 @@ def frames(answer: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _label(row: object) -> str:
-    parts = [f"{row.seq}. {row.event_type}"]
-    if isinstance(row.queue, str):
-        parts.append(f"via {row.queue}")
+    parts = [f"{row.seq}. {row.event_type}" + (f" via {row.queue}" if isinstance(row.queue, str) else "")]
     if pd.notna(row.wait_ms):
         parts.append(f"{row.wait_ms:,.0f} ms in queue")
     if isinstance(row.orphan, str):
