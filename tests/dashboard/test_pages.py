@@ -318,3 +318,32 @@ def test_empty_database_shows_how_to_send_events(
     code = [c.value for c in at.code]
     assert "eventscope demo" in code
     assert any("instrument_channel(connection.channel())" in c for c in code)
+
+
+def test_alerts_page_lists_incidents_first_sortable_and_expandable(
+    alerts_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "incidents.duckdb"  # two incidents: a small old one and a big new one
+    shutil.copy(alerts_db, db)
+    with duckdb.connect(str(db)) as connection:
+        connection.execute(
+            """
+            INSERT INTO incidents VALUES
+              ('inc-old', 'orphan-failed', 'critical', 'open', 'failed', 'order.placed', 'x.payments',
+               '{}', 1, 1, ['e1'], now() - INTERVAL 2 HOUR, now() - INTERVAL 2 HOUR, now(), 1, NULL, true),
+              ('inc-big', 'orphan-unconsumed', 'warning', 'open', 'unconsumed', 'invoice.requested',
+               'x.billing', '{}', 40, 40, ['e2'], now() - INTERVAL 5 MINUTE, now(), now(), 2, NULL, true)
+            """
+        )
+        connection.execute("UPDATE alert_details SET incident_id = 'inc-old' WHERE alert_id = 'alert-1'")
+    at = open_page(db, "alerts", monkeypatch)
+    titles = [e.proto.label for e in at.expander]
+    assert titles[0].startswith("🔴 open: [warning] orphan-unconsumed · unconsumed · invoice.requested")
+    assert "40 events" in titles[0] and "1 events" in titles[1]
+    assert metrics(at)["Open incidents"] == "2"
+    at.selectbox(key="incident_sort").select("oldest first").run()
+    titles = [e.proto.label for e in at.expander]
+    assert titles[0].startswith("🔴 open: [critical] orphan-failed · failed · order.placed · x.payments")
+    members = at.dataframe[1].value  # the old incident's events, in its expander
+    assert list(members["alert_id"]) == ["alert-1"] and list(members["reason"]) == ["failed"]
+    assert metrics(at)["Firing"] == "1"  # every alert still listed after the incidents
