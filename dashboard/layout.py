@@ -74,6 +74,12 @@ def time_axis(field: str, *, title: str = "time (UTC)", **options: Any) -> alt.X
         f"{field}:T",
         title=title,
         scale=alt.Scale(type="utc"),
-        axis=alt.Axis(format=_TIME_FORMAT, formatType="utc", labelAngle=0, labelOverlap=True),
+        # labelExpr, not format + formatType "utc": Streamlit's Vega ignores that pair's format
+        axis=alt.Axis(
+            labelExpr=f"utcFormat(datum.value, '{_TIME_FORMAT}')",
+            labelAngle=0,
+            labelOverlap=True,
+            tickMinStep=1000,  # whole seconds: the labels have no fractions
+        ),
         **options,
     )

@@ -80,7 +80,7 @@ def chart(answer: dict) -> alt.LayerChart:
         colour = alt.Color(
             "kind:N",
             scale=alt.Scale(domain=["ok", "failed", "compensation"], range=[_OK, _FAILED, _COMPENSATION]),
-            legend=alt.Legend(title="message", orient="bottom", labelLimit=0),
+            legend=None,  # the caption says what the colours mean: a legend would eat the height
         )
         tooltip = [
             "seq:Q",

@@ -31,16 +31,20 @@ if not queues.empty:
         .encode(
             y=alt.Y(
                 "consumer:N",
-                title="queue · consumer",
+                title=None,  # in the chart's title: a rotated axis title collides with long labels
                 sort=list(dict.fromkeys(bars["consumer"])),
-                axis=alt.Axis(labelLimit=0),
+                axis=alt.Axis(labelLimit=0, labelOverlap=False),
             ),
             yOffset="phase:N",
             x=alt.X("ms:Q", title="p95 (ms)"),
-            color=alt.Color("phase:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)),
+            color=alt.Color("phase:N", title=None, legend=alt.Legend(orient="top", labelLimit=0)),
             tooltip=["queue:N", "consumer_service:N", "deliveries:Q", "phase:N", "ms:Q"],
         )
-        .properties(height=max(160, 44 * len(queues)))
+        # the legend counts in the height Streamlit fits the chart into
+        .properties(
+            height=120 + 48 * len(queues),
+            title=alt.TitleParams("queue · consumer", anchor="start", fontSize=12, fontWeight="normal"),
+        )
     )
     st.caption(
         "One bar pair per queue and consumer service: members of a consumer group (e.g. payments-1 and "

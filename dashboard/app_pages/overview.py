@@ -31,8 +31,10 @@ st.caption(
 
 def _orphans_chart(
     rates: pd.DataFrame, *, bucket_s: float, grace_s: float, now: pd.Timestamp
-) -> alt.LayerChart:
-    """Orphans per bucket and reason (stacked), with the buckets still inside the grace shaded."""
+) -> tuple[alt.LayerChart, pd.Timestamp | None]:
+    """Orphans per bucket and reason (stacked), with the buckets still inside the grace shaded;
+    and where the pending band starts (None: every bucket has its verdicts).
+    """
     bars = (
         alt.Chart(rates.assign(end=rates["bucket"] + pd.Timedelta(seconds=bucket_s)))
         .mark_bar()
@@ -49,7 +51,7 @@ def _orphans_chart(
     start = now - pd.Timedelta(seconds=grace_s)
     last = rates["bucket"].max() + pd.Timedelta(seconds=bucket_s)
     if start >= last:
-        return alt.layer(bars).properties(height=260)
+        return alt.layer(bars).properties(height=260), None
     band = pd.DataFrame({"start": [max(start, rates["bucket"].min())], "end": [last], "label": ["pending"]})
     shade = (
         alt.Chart(band)
@@ -61,7 +63,7 @@ def _orphans_chart(
         .mark_text(align="left", baseline="top", dx=3, dy=3, color="#475569")
         .encode(x=layout.time_axis("start"), y=alt.value(0), text="label:N")
     )
-    return alt.layer(shade, bars, text).properties(height=260)
+    return alt.layer(shade, bars, text).properties(height=260), band["start"].iloc[0]
 
 
 bucket_s, rates = data.rates()
@@ -88,11 +90,16 @@ with right:
         st.success("No orphans.")
     else:
         grace_s, now = data.grace()
-        st.altair_chart(_orphans_chart(orphan_rates, bucket_s=bucket_s, grace_s=grace_s, now=now))
+        chart, pending = _orphans_chart(orphan_rates, bucket_s=bucket_s, grace_s=grace_s, now=now)
+        st.altair_chart(chart)
         st.caption(
-            f"Per {bucket_s:g} s bucket, UTC. An event is judged once it is {grace_s:g} s old (the "
-            "grace): the shaded 'pending' band is still waiting for its verdicts, so it looks healthier "
-            "than it may turn out."
+            f"Per {bucket_s:g} s bucket, UTC. An event is judged once it is {grace_s:g} s old (the grace): "
+            + (
+                f"the shaded 'pending' band (after {layout.utc(pending)}) is still waiting for its "
+                "verdicts, so it looks healthier than it may turn out."
+                if pending is not None
+                else "every bucket shown has its verdicts."
+            )
         )
 
 st.subheader("Orphans by reason")

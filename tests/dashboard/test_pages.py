@@ -344,6 +344,6 @@ def test_alerts_page_lists_incidents_first_sortable_and_expandable(
     at.selectbox(key="incident_sort").select("oldest first").run()
     titles = [e.proto.label for e in at.expander]
     assert titles[0].startswith("🔴 open: [critical] orphan-failed · failed · order.placed · x.payments")
-    members = at.dataframe[1].value  # the old incident's events, in its expander
+    members = at.dataframe[0].value  # the old incident's events, in its expander (now the first)
     assert list(members["alert_id"]) == ["alert-1"] and list(members["reason"]) == ["failed"]
     assert metrics(at)["Firing"] == "1"  # every alert still listed after the incidents
