@@ -238,3 +238,25 @@ def test_group_by_parses_with_its_repeat_interval() -> None:
     assert (rule.group_by, rule.repeat_interval_s) == (("queue", "reason"), 60.0)
     assert "incidents by rule, queue, reason (repeat 60s)" in config.summary()
     assert rules.parse('[[alerts.rules]]\nname = "x"\n').rules[0].group_by is None
+
+
+def test_an_incident_whose_alerts_were_resolved_while_stopped_resolves_at_restart(
+    harness: Any, webhook: Any
+) -> None:
+    h = harness(GROUPED.format(url=webhook.url))
+    orphans(h, 3, over_ms=100)
+    h.tick(6)
+    settle(webhook, h, 1, at=6)
+    h.engine.stop(timeout=2)
+    connection = h.store.reader()  # resolved by hand while no engine ran
+    try:
+        connection.execute("UPDATE alerts SET resolved_at = now() WHERE resolved_at IS NULL")
+    finally:
+        connection.close()
+    h.engine = AlertEngine(
+        h.config, store=h.store, writer=h.writer, clock=lambda: h.now, sink_backoff_s=0.01
+    ).start(thread=False)
+    h.tick(7)
+    bodies = settle(webhook, h, 2, at=7)
+    assert [b["notification"] for b in bodies] == ["opened", "resolved"]
+    assert [r["status"] for r in incidents(h)] == ["resolved"]

@@ -716,6 +716,9 @@ class AlertEngine:
                 self.incidents.rejoin(incident, event.event_id)
             self._firing[(rule.name, event.event_id)] = alert
             self._done.add((rule.name, event.event_id))
+        for incident in incidents.values():
+            if not incident.firing:  # its last alerts resolved while nobody watched: resolve it
+                self.incidents.leave(incident, "", self.clock())
 
     def _resume_incidents(self, rows: list[dict[str, Any]]) -> dict[str, Incident]:
         """The open incidents of rules still grouping, by id (their alerts rejoin them)."""
