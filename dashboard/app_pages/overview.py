@@ -30,7 +30,7 @@ st.caption(
 
 
 def _orphans_chart(
-    rates: pd.DataFrame, *, bucket_s: float, grace_s: float, now: pd.Timestamp
+    rates: pd.DataFrame, *, bucket_s: float, grace_s: float, now: pd.Timestamp, last_event: pd.Timestamp
 ) -> tuple[alt.LayerChart, pd.Timestamp | None]:
     """Orphans per bucket and reason (stacked), with the buckets still inside the grace shaded;
     and where the pending band starts (None: every bucket has its verdicts).
@@ -49,21 +49,23 @@ def _orphans_chart(
         )
     )
     start = now - pd.Timedelta(seconds=grace_s)
-    last = rates["bucket"].max() + pd.Timedelta(seconds=bucket_s)
+    # up to the newest event, not the newest orphan: pending buckets have no orphans yet
+    last = max(rates["bucket"].max() + pd.Timedelta(seconds=bucket_s), last_event)
     if start >= last:
         return alt.layer(bars).properties(height=260), None
-    band = pd.DataFrame({"start": [max(start, rates["bucket"].min())], "end": [last], "label": ["pending"]})
+    # the same fields as the bars: one shared time axis
+    band = pd.DataFrame({"bucket": [max(start, rates["bucket"].min())], "end": [last], "label": ["pending"]})
     shade = (
         alt.Chart(band)
         .mark_rect(color="#94a3b8", opacity=0.25)
-        .encode(x=layout.time_axis("start"), x2="end:T", tooltip=["label:N"])
+        .encode(x=layout.time_axis("bucket"), x2="end:T", tooltip=["label:N"])
     )
     text = (
         alt.Chart(band)
         .mark_text(align="left", baseline="top", dx=3, dy=3, color="#475569")
-        .encode(x=layout.time_axis("start"), y=alt.value(0), text="label:N")
+        .encode(x=layout.time_axis("bucket"), y=alt.value(0), text="label:N")
     )
-    return alt.layer(shade, bars, text).properties(height=260), band["start"].iloc[0]
+    return alt.layer(bars, shade, text).properties(height=260), band["bucket"].iloc[0]
 
 
 bucket_s, rates = data.rates()
@@ -90,7 +92,13 @@ with right:
         st.success("No orphans.")
     else:
         grace_s, now = data.grace()
-        chart, pending = _orphans_chart(orphan_rates, bucket_s=bucket_s, grace_s=grace_s, now=now)
+        chart, pending = _orphans_chart(
+            orphan_rates,
+            bucket_s=bucket_s,
+            grace_s=grace_s,
+            now=now,
+            last_event=pd.Timestamp(totals["last_at"]).tz_convert("UTC"),
+        )
         st.altair_chart(chart)
         st.caption(
             f"Per {bucket_s:g} s bucket, UTC. An event is judged once it is {grace_s:g} s old (the grace): "

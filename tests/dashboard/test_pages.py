@@ -347,3 +347,31 @@ def test_alerts_page_lists_incidents_first_sortable_and_expandable(
     members = at.dataframe[0].value  # the old incident's events, in its expander (now the first)
     assert list(members["alert_id"]) == ["alert-1"] and list(members["reason"]) == ["failed"]
     assert metrics(at)["Firing"] == "1"  # every alert still listed after the incidents
+
+
+def test_overview_shades_the_buckets_still_inside_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from eventscope.tracer.ingest.normaliser import normalise
+    from eventscope.tracer.ingest.writer import Writer
+    from eventscope.tracer.store.duckdb_store import Store
+    from tests import spans
+
+    monkeypatch.setattr(spans, "_T0", int((time.time() - 90) * 1e9))  # events of the last 90 s
+    db = tmp_path / "recent.duckdb"
+    store = Store.open(db, grace_s=60)
+    writer = Writer(store).start()
+    try:
+        events = [
+            spans.publish(trace_id=spans.new_trace(), event_id=spans.new_span_id(), start_ms=i * 1000)
+            for i in range(90)
+        ]
+        writer.submit(normalise(spans.request(*events))).result(10)
+    finally:
+        writer.close()
+        store.close()
+    at = open_page(db, None, monkeypatch)
+    assert "An event is judged once it is 60 s old (the grace): the shaded 'pending' band (after" in texts(at)
+    assert 0 < int(metrics(at)["Orphans"]) < 90  # the newest events have no verdict yet
