@@ -260,3 +260,16 @@ def test_an_incident_whose_alerts_were_resolved_while_stopped_resolves_at_restar
     bodies = settle(webhook, h, 2, at=7)
     assert [b["notification"] for b in bodies] == ["opened", "resolved"]
     assert [r["status"] for r in incidents(h)] == ["resolved"]
+
+
+def test_retention_deletes_resolved_incidents_with_their_alerts(harness: Any, webhook: Any) -> None:
+    h = harness(GROUPED.format(url=webhook.url))
+    ids = orphans(h, 3, over_ms=100)
+    h.tick(6)
+    consume_all(h, ids)
+    h.tick(7)
+    orphans(h, 2, over_ms=100)  # a second, still open incident of the same group
+    h.tick(20)
+    assert [r["status"] for r in incidents(h)] == ["resolved", "open"]
+    h.writer.call(lambda store: store.retain(max_age_s=0)).result(10)
+    assert [r["status"] for r in incidents(h)] == ["open"]

@@ -772,6 +772,7 @@ class Store:
                 f"DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < {cutoff}", [max_age_s]
             )
             con.execute("DELETE FROM alert_details WHERE alert_id NOT IN (SELECT alert_id FROM alerts)")
+            con.execute(f"DELETE FROM incidents WHERE resolved_at < {cutoff}", [max_age_s])
             _rebuild_state(con)
             con.execute("COMMIT")
         except BaseException:
