@@ -24,4 +24,4 @@ CREATE TABLE IF NOT EXISTS incidents (
     resolved_at    TIMESTAMPTZ,
     delivered      BOOLEAN NOT NULL DEFAULT false  -- every sink took the latest notification
 );
-ALTER TABLE alert_details ADD COLUMN incident_id VARCHAR;
+ALTER TABLE alert_details ADD COLUMN IF NOT EXISTS incident_id VARCHAR;
