@@ -30,7 +30,10 @@ __all__ = [
     "facets",
     "fanout",
     "frame",
+    "grace",
     "health",
+    "incident_alerts",
+    "incidents",
     "is_live",
     "lag",
     "orphan_counts",
@@ -40,6 +43,7 @@ __all__ = [
     "rates",
     "run_sql",
     "schema",
+    "sequence",
     "slowest",
     "summary",
     "to_csv",
@@ -64,6 +68,9 @@ _TIME_COLUMNS = (
     "last_at",
     "bucket",
     "died_at",
+    "opened_at",
+    "last_seen_at",
+    "notified_at",
 )
 
 Spec = tuple[str | None, str | None, str | None]
@@ -266,6 +273,37 @@ def workflows(
 
 def alerts(state: str | None = None) -> pd.DataFrame:
     return frame(_answer("alerts", state=state))
+
+
+def incidents(status: str | None = None, sort: str = "size") -> pd.DataFrame:
+    """Incidents (grouped alerts), open first, by size (``size``) or age (``age``)."""
+    return frame(_answer("incidents", status=status, sort=sort))
+
+
+def incident_alerts(incident_id: str) -> pd.DataFrame:
+    """The per-event alerts of one incident, oldest first."""
+    return frame(_answer("incident_alerts", incident_id=incident_id))
+
+
+def sequence(*, event_id: str | None = None, correlation_id: str | None = None) -> dict[str, Any]:
+    """The conversation an event is part of (or of a correlation id): lifelines and messages."""
+    params = {"event_id": event_id, "correlation_id": correlation_id}
+    return _answer("sequence", **{k: v for k, v in params.items() if v})
+
+
+_GRACE_SQL = (
+    "SELECT coalesce((SELECT TRY_CAST(value AS DOUBLE) FROM collector_settings WHERE name = 'grace_s'), "
+    "30.0) AS grace_s, now() AS now"
+)
+
+
+def grace() -> tuple[float, pd.Timestamp]:
+    """The grace the orphan verdicts wait for (seconds), and the store's clock now (UTC): the
+    buckets after ``now - grace`` still have verdicts pending.
+    """
+    table, _ = run_sql(_GRACE_SQL)
+    row = table.to_pylist()[0]
+    return float(row["grace_s"]), pd.Timestamp(row["now"]).tz_convert("UTC")
 
 
 def schema() -> pd.DataFrame:

@@ -28,6 +28,17 @@ from .topology import AUDIT_STREAM, EXCHANGE
 _JSON = pika.BasicProperties(content_type="application/json")
 Stop = Callable[[], bool]
 
+# How often each fault strikes (one in N orders, checkouts or messages). Every orphan reason
+# shows within a minute at the default rate, and together they stay a few percent of the events,
+# so that real faults stand out instead of the dashboard looking as if everything were broken.
+DECLINED_EVERY = 41  # payments: dead-lettered
+REJECTED_EVERY = 43  # notifications: failed
+CRASHED_EVERY = 47  # fraud: unacked
+LOST_EVERY = 23  # inventory: a stuck saga
+UNROUTABLE_EVERY = 30  # customers: refund.requested, unroutable
+UNCONSUMED_EVERY = 25  # customers: order.flagged, unconsumed
+EXPIRED_EVERY = 25  # customers: order.reminder, expired
+
 
 def _publish(channel: Any, routing_key: str, payload: dict[str, Any]) -> None:
     channel.basic_publish(EXCHANGE, routing_key, json.dumps(payload).encode(), _JSON)
@@ -51,7 +62,7 @@ def payments(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
     """Two of these compete for ``demo.payments``; they also answer the saga's commands."""
 
     def order_placed(ch: Any, method: Any, order: dict[str, Any]) -> None:
-        if order["order_id"] % 7 == 0:  # card declined: rejected into the dead-letter exchange
+        if order["order_id"] % DECLINED_EVERY == 0:  # card declined: rejected into the dead-letter exchange
             ch.basic_reject(method.delivery_tag, requeue=False)
             return
         _publish(ch, "payment.authorized", {"order_id": order["order_id"], "amount": order["amount"]})
@@ -72,7 +83,7 @@ def inventory(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
 
     def command(ch: Any, method: Any, body: dict[str, Any]) -> None:
         if method.routing_key == "stock.reserve":
-            if body["checkout_id"] % 11 != 0:  # every 11th command is lost: a stuck saga
+            if body["checkout_id"] % LOST_EVERY != 0:  # some commands are lost: a stuck saga
                 _publish(ch, "stock.reserve.ok", {"checkout_id": body["checkout_id"]})
         else:
             _publish(ch, "stock.release.ok", {"checkout_id": body["checkout_id"]})
@@ -90,10 +101,10 @@ def shipping(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
 
 
 def notifications(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
-    """Sends the mails; a template bug makes it reject every 13th ``stock.reserved`` (no DLX: lost)."""
+    """Sends the mails; a template bug makes it reject some ``stock.reserved`` (no DLX: lost)."""
 
     def send(ch: Any, method: Any, event: dict[str, Any]) -> None:
-        if method.routing_key == "stock.reserved" and event.get("order_id", 0) % 13 == 0:
+        if method.routing_key == "stock.reserved" and event.get("order_id", 0) % REJECTED_EVERY == 0:
             ch.basic_reject(method.delivery_tag, requeue=False)
             return
         ch.basic_ack(method.delivery_tag)
@@ -102,10 +113,10 @@ def notifications(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
 
 
 def fraud(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
-    """Checks every order; its handler crashes on every 9th before acking (the worker lives on)."""
+    """Checks every order; its handler crashes on some before acking (the worker lives on)."""
 
     def check(ch: Any, method: Any, order: dict[str, Any]) -> None:
-        if order["order_id"] % 9 == 0:
+        if order["order_id"] % CRASHED_EVERY == 0:
             return  # "crashed": the message stays delivered and unacknowledged
         ch.basic_ack(method.delivery_tag)
 
@@ -135,7 +146,10 @@ def checkout(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
 
 
 def customers(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
-    """Load: ``rate`` orders a second over HTTP; every 3rd also a checkout; every 10th a refund."""
+    """Load: ``rate`` orders a second over HTTP; every 3rd also a checkout; now and then a refund
+    request (bound to nothing), an order flagged for analytics (which nobody reads) and a
+    reminder (into a queue whose TTL runs out).
+    """
     base = f"http://127.0.0.1:{args.gateway_port}"
     number = 0
     interval = 1.0 / args.rate
@@ -146,8 +160,12 @@ def customers(channel: Any, args: argparse.Namespace, stop: Stop) -> None:
         _post(f"{base}/orders", {"amount": amount})
         if number % 3 == 0:
             _post(f"{base}/checkout", {"amount": amount})
-        if number % 10 == 0:  # nothing is bound to refund.requested: unroutable
+        if number % UNROUTABLE_EVERY == 0:  # nothing is bound to refund.requested: unroutable
             _publish(channel, "refund.requested", {"order_id": number})
+        if number % UNCONSUMED_EVERY == 0:  # into demo.analytics, which nobody reads: unconsumed
+            _publish(channel, "order.flagged", {"order_id": number})
+        if number % EXPIRED_EVERY == EXPIRED_EVERY // 2:  # into demo.reminders (TTL, no DLX): expired
+            _publish(channel, "order.reminder", {"order_id": number})
         next_at += interval
         channel.connection.sleep(max(0.0, next_at - time.monotonic()))
 

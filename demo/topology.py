@@ -14,16 +14,18 @@ and confirms — or, when the payment is declined, compensates (``stock.release`
 Faults, each producing one kind of orphan:
 
 * ``refund.requested`` — nothing is bound to it: **unroutable**;
-* ``demo.analytics`` — bound to ``order.*``, nobody reads it: **unconsumed**;
-* ``demo.reminders`` — a queue with a 3 s message TTL and no dead-letter exchange, nobody
-  reads it: **expired**;
-* payments rejects every 7th order without requeue into the dead-letter exchange:
+* ``demo.analytics`` — bound to ``order.flagged`` (some orders), nobody reads it: **unconsumed**;
+* ``demo.reminders`` — bound to ``order.reminder`` (some orders), a queue with a 3 s message
+  TTL and no dead-letter exchange, nobody reads it: **expired**;
+* payments rejects some orders without requeue into the dead-letter exchange:
   **dead-lettered** (with spans only: **failed**);
-* notifications rejects every 13th ``stock.reserved`` without requeue, and its queue has no
+* notifications rejects some ``stock.reserved`` without requeue, and its queue has no
   dead-letter exchange: **failed**;
-* the fraud check's handler crashes on every 9th order before acking (the worker lives
+* the fraud check's handler crashes on some orders before acking (the worker lives
   on): **unacked**;
-* inventory never answers every 11th ``stock.reserve`` command: a **stuck saga**.
+* inventory never answers some ``stock.reserve`` commands: a **stuck saga**.
+
+How often each strikes is in ``services`` (``*_EVERY``): a few percent of the events in all.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ QUEUES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "demo.shipping": (("payment.authorized",), {}),
     "demo.notifications": (("shipment.created", "stock.reserved"), {}),
     "demo.fraud": (("order.placed",), {}),
-    "demo.analytics": (("order.*",), {}),
-    "demo.reminders": (("order.placed",), {"x-message-ttl": 3000}),
+    "demo.analytics": (("order.flagged",), {}),
+    "demo.reminders": (("order.reminder",), {"x-message-ttl": 3000}),
     "demo.checkout": (("checkout.requested",), {}),
     "demo.inventory-commands": (("stock.reserve", "stock.release"), {}),
     "demo.payment-commands": (("payment.authorize",), {}),

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from eventscope.dashboard import data, layout
+from eventscope.dashboard import data, layout, sequence
 
 st.title("Event / chain")
 event_id = st.text_input("Event id", value=st.query_params.get("event", ""), key="event_id").strip()
@@ -27,14 +27,15 @@ own_orphans = detail["orphans"]
 if not own_orphans.empty:
     own_orphans = own_orphans[own_orphans["event_id"] == event_id]
 st.subheader(f"{facts['event_type']} · published by {facts['producer_service']}")
-row = st.columns(4)
-row[0].metric("Exchange", facts["exchange"] or "(default)")
-row[1].metric("Routing key", facts["routing_key"] or "")
+row = st.columns([3, 3, 1, 1])
+# identifiers are never cut: plain text wraps where a metric would end in "…"
+row[0].markdown(f"Exchange  \n**{facts['exchange'] or '(default)'}**")
+row[1].markdown(f"Routing key  \n**{facts['routing_key'] or '(empty)'}**")
 row[2].metric("Deliveries", int(root["queue"].notna().sum()))
 row[3].metric("Orphan rows", len(own_orphans))
 st.caption(
-    f"Published {facts['published_at']} · trace {facts['trace_id']} · correlation {facts['correlation_id']}"
-    f" · source {facts['source']}"
+    f"Published {layout.utc(facts['published_at'])} · trace {facts['trace_id']} · correlation "
+    f"{facts['correlation_id']} · source {facts['source']} · {layout.TIME_NOTE}"
 )
 for orphan in own_orphans.itertuples():
     queue = orphan.queue if isinstance(orphan.queue, str) else "(no queue)"
@@ -102,6 +103,16 @@ def _dot(hops: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+st.subheader("Conversation: who talked to whom, in order")
+sequence.render(data.sequence(event_id=event_id))
+conversation = facts["correlation_id"] if isinstance(facts["correlation_id"], str) else event_id
+st.page_link(
+    layout.CONVERSATION_PAGE,
+    label="Open the whole conversation",
+    query_params={"correlation": conversation},
+    icon=":material/forum:",
+)
+
 st.subheader(f"Downstream: {hops['event_id'].nunique()} events")
 st.graphviz_chart(_dot(hops))
 
@@ -120,7 +131,7 @@ else:
         alt.Chart(bars)
         .mark_bar()
         .encode(
-            x=alt.X("start:T", title="time"),
+            x=layout.time_axis("start"),
             x2="end:T",
             y=alt.Y("step:N", sort=order, title=None, axis=alt.Axis(labelLimit=420, labelOverlap=False)),
             color=alt.Color("phase:N", scale=alt.Scale(domain=["in queue", "processing"])),

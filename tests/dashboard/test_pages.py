@@ -115,7 +115,8 @@ def test_chain_of_an_order(shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert set(deliveries["outcome"]) == {"ack"}
     assert (deliveries["wait_ms"] >= 0).all()
     downstream = [link.proto.label for link in at.get("page_link")]
-    assert sorted(downstream) == ["→ payment.authorized", "→ stock.reserved", "→→ shipment.created"]
+    assert downstream[0] == "Open the whole conversation"
+    assert sorted(downstream[1:]) == ["→ payment.authorized", "→ stock.reserved", "→→ shipment.created"]
 
     # from an effect, the page shows its cause upstream
     shipment = one(
@@ -304,7 +305,7 @@ def test_alerts_firing_and_resolved(alerts_db: Path, shop_db: Path, monkeypatch:
     assert labels[0].startswith("firing: [critical] orphan-failed · failed · order.placed") or labels[
         0
     ].startswith("firing: orphan-failed · failed · order.placed")
-    at.selectbox[0].select("resolved").run()
+    at.selectbox(key="alert_state").select("resolved").run()
     assert list(at.dataframe[0].value["alert_id"]) == ["alert-2"]
 
     at = open_page(shop_db, "alerts", monkeypatch)
@@ -319,3 +320,60 @@ def test_empty_database_shows_how_to_send_events(
     code = [c.value for c in at.code]
     assert "eventscope demo" in code
     assert any("instrument_channel(connection.channel())" in c for c in code)
+
+
+def test_alerts_page_lists_incidents_first_sortable_and_expandable(
+    alerts_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "incidents.duckdb"  # two incidents: a small old one and a big new one
+    shutil.copy(alerts_db, db)
+    with duckdb.connect(str(db)) as connection:
+        connection.execute(
+            """
+            INSERT INTO incidents VALUES
+              ('inc-old', 'orphan-failed', 'critical', 'open', 'failed', 'order.placed', 'x.payments',
+               '{}', 1, 1, ['e1'], now() - INTERVAL 2 HOUR, now() - INTERVAL 2 HOUR, now(), 1, NULL, true),
+              ('inc-big', 'orphan-unconsumed', 'warning', 'open', 'unconsumed', 'invoice.requested',
+               'x.billing', '{}', 40, 40, ['e2'], now() - INTERVAL 5 MINUTE, now(), now(), 2, NULL, true)
+            """
+        )
+        connection.execute("UPDATE alert_details SET incident_id = 'inc-old' WHERE alert_id = 'alert-1'")
+    at = open_page(db, "alerts", monkeypatch)
+    titles = [e.proto.label for e in at.expander]
+    assert titles[0].startswith("🔴 open: [warning] orphan-unconsumed · unconsumed · invoice.requested")
+    assert "40 events" in titles[0] and "1 events" in titles[1]
+    assert metrics(at)["Open incidents"] == "2"
+    at.selectbox(key="incident_sort").select("oldest first").run()
+    titles = [e.proto.label for e in at.expander]
+    assert titles[0].startswith("🔴 open: [critical] orphan-failed · failed · order.placed · x.payments")
+    members = at.dataframe[0].value  # the old incident's events, in its expander (now the first)
+    assert list(members["alert_id"]) == ["alert-1"] and list(members["reason"]) == ["failed"]
+    assert metrics(at)["Firing"] == "1"  # every alert still listed after the incidents
+
+
+def test_overview_shades_the_buckets_still_inside_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from eventscope.tracer.ingest.normaliser import normalise
+    from eventscope.tracer.ingest.writer import Writer
+    from eventscope.tracer.store.duckdb_store import Store
+    from tests import spans
+
+    monkeypatch.setattr(spans, "_T0", int((time.time() - 90) * 1e9))  # events of the last 90 s
+    db = tmp_path / "recent.duckdb"
+    store = Store.open(db, grace_s=60)
+    writer = Writer(store).start()
+    try:
+        events = [
+            spans.publish(trace_id=spans.new_trace(), event_id=spans.new_span_id(), start_ms=i * 1000)
+            for i in range(90)
+        ]
+        writer.submit(normalise(spans.request(*events))).result(10)
+    finally:
+        writer.close()
+        store.close()
+    at = open_page(db, None, monkeypatch)
+    assert "An event is judged once it is 60 s old (the grace): the shaded 'pending' band (after" in texts(at)
+    assert 0 < int(metrics(at)["Orphans"]) < 90  # the newest events have no verdict yet

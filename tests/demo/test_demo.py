@@ -197,3 +197,32 @@ def test_payloads_are_captured_as_json(demo):
             "where not p.is_json or e.event_id is null limit 5",
         ),
     )
+
+
+def test_orphans_are_a_few_percent_of_the_events(demo):
+    api, _output = demo
+    (row,) = sql(
+        api,
+        "select (select count(*) from events) as events, "
+        "(select count(distinct event_id) from orphans) as orphaned",
+    )
+    assert 0 < row["orphaned"] < 0.08 * row["events"], row
+
+
+def test_alerts_come_as_incidents(demo):
+    api, _output = demo
+    (row,) = sql(
+        api,
+        "select count(*) as alerts, count(d.incident_id) as grouped, "
+        "count(distinct d.incident_id) as incidents, "
+        "count(distinct (a.rule, a.reason, d.event_type, a.queue)) as groups, "
+        "(select sum(event_count) from incidents) as in_incidents "
+        "from alerts a join alert_details d using (alert_id)",
+    )  # one statement: one snapshot of what the live demo writes
+    assert row["in_incidents"] == row["alerts"], row
+    assert row["alerts"] > 0 and row["grouped"] == row["alerts"], row  # every demo rule groups
+    assert 0 < row["incidents"] <= row["groups"] + row["alerts"] // 2, row
+    assert row["incidents"] < row["alerts"], row
+    incidents = sql(api, "select rule, reason, event_type, status, event_count, notifications from incidents")
+    assert {i["reason"] for i in incidents} >= {"expired", "unconsumed", "missing_consumer"}
+    assert all(1 <= i["notifications"] <= 3 for i in incidents), incidents

@@ -35,6 +35,7 @@ import fnmatch
 import hashlib
 import heapq
 import itertools
+import json
 import logging
 import threading
 import time
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from eventscope.tracer.alerts.incidents import Incident, IncidentBook, Member
 from eventscope.tracer.alerts.rules import AlertsConfig, Rule, implicit_expect_rule
 from eventscope.tracer.alerts.sinks import DeliveryResult, SinkSet
 from eventscope.tracer.contracts import rows as contract_rows
@@ -53,6 +55,7 @@ from eventscope.tracer.contracts.checks import ContractChecks
 from eventscope.tracer.contracts.config import CONTRACT_REASONS, CONTRACT_RULE, SILENT_RULE
 from eventscope.tracer.ingest.writer import WriteQueueFull, Writer
 from eventscope.tracer.metrics import Family, labels
+from eventscope.tracer.query import incidents as incident_queries
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.store.duck import registered, transaction
 from eventscope.tracer.store.duckdb_store import Store
@@ -110,7 +113,32 @@ _DETAIL_ROWS = pa.schema(
         ("attempts", pa.int32()),
         ("last_error", pa.string()),
         ("delivered_at", _TS),
+        ("incident_id", pa.string()),
     ]
+)
+_INCIDENT_ROWS = pa.schema(
+    [
+        ("incident_id", pa.string()),
+        ("rule", pa.string()),
+        ("severity", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("event_type", pa.string()),
+        ("queue", pa.string()),
+        ("group_key", pa.string()),
+        ("event_count", pa.int64()),
+        ("open_count", pa.int64()),
+        ("examples", pa.list_(pa.string())),
+        ("opened_at", _TS),
+        ("last_seen_at", _TS),
+        ("notified_at", _TS),
+        ("notifications", pa.int32()),
+        ("resolved_at", _TS),
+        ("delivered", pa.bool_()),
+    ]
+)
+_OUTCOME_ROWS = pa.schema(
+    [("alert_id", pa.string()), ("attempts", pa.int32()), ("error", pa.string()), ("done", pa.bool_())]
 )
 
 
@@ -156,6 +184,20 @@ class _Alert:
     group_key: str | None = None
     event_count: int | None = None
     resolved_s: float | None = None
+    incident: Incident | None = None  # rules with group_by: the incident it belongs to
+
+    def member(self) -> Member:
+        event = self.event
+        return Member(
+            self.alert_id,
+            event.event_id,
+            self.reason,
+            self.queue,
+            event.event_type,
+            event.exchange,
+            event.routing_key,
+            event.producer,
+        )
 
 
 @dataclass
@@ -229,6 +271,7 @@ class AlertEngine:
             options = {} if sink_backoff_s is None else {"backoff_s": sink_backoff_s}
             sinks = SinkSet(config.sinks, on_result=self._on_result, **options)
         self.sinks = sinks
+        self.incidents = IncidentBook(dashboard_url=config.dashboard_url)
         self._lock = threading.Lock()
         self._inbox: dict[str, dict[str, Any]] = {}
         self._touched: set[str] = set()
@@ -243,7 +286,7 @@ class AlertEngine:
         self._deliveries: dict[tuple[str, str], _Delivery] = {}
         self._results: list[DeliveryResult] = []
         self._writes: list[tuple[str, Any]] = []
-        self._unsent: list[tuple[_Alert, str]] = []
+        self._unsent: list[tuple[str, dict[str, Any]]] = []  # (rule, notification) once stored
         self._next_recheck = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -365,16 +408,19 @@ class AlertEngine:
         if self.contracts is not None:
             self._evaluate_silent(now, fired, resolved)
         self._trim()
-        for alert in fired:
-            self._writes.append(("fire", alert))
-            self._unsent.append((alert, "firing"))
-        for alert in resolved:
-            self._writes.append(("resolve", alert))
-            self._unsent.append((alert, "resolved"))
+        for kind, status, alerts in (("fire", "firing", fired), ("resolve", "resolved", resolved)):
+            for alert in alerts:
+                self._writes.append((kind, alert))
+                if alert.incident is None:  # grouped alerts notify through their incident
+                    self._unsent.append((alert.rule.name, self.payload(alert, status, now)))
+        for incident, notification in self.incidents.transitions(now):
+            self._unsent.append((incident.rule.name, self.incidents.payload(incident, notification, now)))
+            self.counters[f"incident_notifications_{notification}"] += 1
+        self._writes.extend(("incident", row) for row in self.incidents.changed())
         if self._flush():  # notify only what is stored, so that outcomes find their alert
             unsent, self._unsent = self._unsent, []
-            for alert, status in unsent:
-                self._notify(alert, status, now)
+            for rule, body in unsent:
+                self._notify(rule, body)
         stats.fired, stats.resolved = len(fired), len(resolved)
         stats.seconds = time.perf_counter() - started
         self.last_tick_s = stats.seconds
@@ -514,12 +560,16 @@ class AlertEngine:
             if hit is not None and alert is None and key not in self._done:
                 queue, reason, detail = hit
                 alert = _Alert(_alert_id(rule.name, event.event_id), rule, event, queue, reason, detail, now)
+                if rule.group_by is not None:
+                    alert.incident = self.incidents.join(rule, alert.member(), now)
                 self._firing[key] = alert
                 self._done.add(key)
                 fired.append(alert)
             elif hit is None and alert is not None:
                 alert.resolved_s = now
                 del self._firing[key]
+                if alert.incident is not None:
+                    self.incidents.leave(alert.incident, event.event_id, now)
                 resolved.append(alert)
 
     def _evaluate_groups(self, now: float, fired: list[_Alert], resolved: list[_Alert]) -> None:
@@ -679,12 +729,11 @@ class AlertEngine:
                 self.counters["resolved"] += 1
         return True
 
-    def _notify(self, alert: _Alert, status: str, now: float) -> None:
-        targets = self.sinks.targets(alert.rule.name)
+    def _notify(self, rule: str, body: dict[str, Any]) -> None:
+        targets = self.sinks.targets(rule)
         if not targets:
             return
-        self._deliveries[(alert.alert_id, status)] = _Delivery(pending=len(targets))
-        body = self.payload(alert, status, now)
+        self._deliveries[(body["alert_id"], body["status"])] = _Delivery(pending=len(targets))
         for deliverer in targets:
             deliverer.put(dict(body))
 
@@ -725,8 +774,11 @@ class AlertEngine:
         try:
             rows = queries.alert_details(connection, firing=True, limit=1_000_000)
             recent, fired = queries.recent_events(connection, since_s=since_s, limit=self.max_inbox)
+            open_incidents, members = incident_queries.open_incidents(connection)
         finally:
             connection.close()
+        incidents = self._resume_incidents(open_incidents)
+        incident_of = {row["event_id"]: incidents.get(row["incident_id"]) for row in members}
         self._done.update((row["rule"], row["event_id"]) for row in fired)
         with self._lock:
             for row in recent:
@@ -754,10 +806,58 @@ class AlertEngine:
                 row["detail"],
                 _epoch(row["fired_at"]),
             )
+            incident = incident_of.get(event.event_id)
+            if incident is not None and incident.rule is rule:
+                alert.incident = incident
+                self.incidents.rejoin(incident, event.event_id)
             self._firing[(rule.name, event.event_id)] = alert
             self._done.add((rule.name, event.event_id))
+        for incident in incidents.values():
+            if not incident.firing:  # its last alerts resolved while nobody watched: resolve it
+                self.incidents.leave(incident, "", self.clock())
+
+    def _resume_incidents(self, rows: list[dict[str, Any]]) -> dict[str, Incident]:
+        """The open incidents of rules still grouping, by id (their alerts rejoin them)."""
+        rules = {rule.name: rule for rule in self.rules if rule.group_by is not None}
+        resumed: dict[str, Incident] = {}
+        for row in rows:
+            rule = rules.get(row["rule"])
+            if rule is None:
+                continue  # no longer grouped: its alerts resolve one by one
+            group = json.loads(row["group_key"])
+            examples = [
+                Member("", event_id, row["reason"], row["queue"], row["event_type"], None, None, None)
+                for event_id in row["examples"] or ()
+            ]
+            first = examples[0] if examples else Member("", "", row["reason"], None, None, None, None, None)
+            incident = Incident(
+                row["incident_id"],
+                rule,
+                group,
+                _epoch(row["opened_at"]),
+                _epoch(row["last_seen_at"]),
+                first,
+                event_count=row["event_count"],
+                examples=examples,
+                notified_s=_epoch(row["notified_at"]) if row["notified_at"] is not None else None,
+                notified_count=row["event_count"],
+                notifications=row["notifications"],
+            )
+            self.incidents.resume(incident)
+            resumed[incident.incident_id] = incident
+        return resumed
 
     # -- metrics --------------------------------------------------------------------------
+    def incident_figures(self) -> dict[str, Any]:
+        """Open incidents by (rule, severity), and how many opened and resolved since start:
+        what ``/metrics`` shows of incidents.
+        """
+        return {
+            "open": self.incidents.open_by_rule(),
+            "opened": self.incidents.opened,
+            "resolved": self.incidents.resolved,
+        }
+
     def firing(self) -> dict[tuple[str, str], int]:
         """Alerts firing now by (rule, severity)."""
         counts: Counter[tuple[str, str]] = Counter()
@@ -769,6 +869,22 @@ class AlertEngine:
         for alert in self._silent.values():
             counts[(alert.rule.name, alert.rule.severity)] += 1
         return dict(counts)
+
+    def _incident_families(self) -> list[Family]:
+        figures = self.incident_figures()
+        grouped = [rule for rule in self.rules if rule.group_by is not None]
+        samples = [
+            (
+                labels(rule=rule.name, severity=rule.severity),
+                figures["open"].get((rule.name, rule.severity), 0),
+            )
+            for rule in grouped
+        ]
+        return [
+            ("alert_incidents_open", "gauge", "Incidents open now, by rule (rules with group_by).", samples),
+            ("alert_incidents_opened_total", "counter", "Incidents opened.", [("", figures["opened"])]),
+            ("alert_incidents_resolved_total", "counter", "Incidents resolved.", [("", figures["resolved"])]),
+        ]
 
     def metric_families(self) -> list[Family]:
         firing = self.firing()
@@ -807,6 +923,7 @@ class AlertEngine:
                 "Duration of the last evaluation tick.",
                 [("", self.last_tick_s)],
             ),
+            *self._incident_families(),
             *self.sinks.metric_families(),
         ]
 
@@ -831,114 +948,176 @@ def _us(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1_000_000)
 
 
+@dataclass
+class _Rows:
+    """One flush's writes, gathered by kind (see :data:`_GATHER`)."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    resolutions: dict[str, int | None] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _gather_fire(rows: _Rows, alert: _Alert) -> None:
+    rows.alerts.append(
+        {
+            "alert_id": alert.alert_id,
+            "rule": alert.rule.name,
+            "event_id": alert.event.event_id,
+            "queue": alert.queue,
+            "reason": alert.reason,
+            "fired_at": _us(alert.fired_s),
+            "resolved_at": None,
+            "delivered": False,
+        }
+    )
+    rows.details.append(
+        {
+            "alert_id": alert.alert_id,
+            "severity": alert.rule.severity,
+            "status": "firing",
+            "event_type": alert.event.event_type,
+            "group_key": alert.group_key,
+            "event_count": alert.event_count,
+            "detail": alert.detail,
+            "attempts": 0,
+            "last_error": None,
+            "delivered_at": None,
+            "incident_id": alert.incident.incident_id if alert.incident is not None else None,
+        }
+    )
+
+
+def _gather_resolve(rows: _Rows, alert: _Alert) -> None:
+    rows.resolutions[alert.alert_id] = _us(alert.resolved_s)
+
+
+def _gather_delivery(rows: _Rows, item: tuple[DeliveryResult, bool | None]) -> None:
+    result, done = item
+    outcome = rows.outcomes.setdefault(
+        result.alert_id, {"alert_id": result.alert_id, "attempts": 0, "error": None, "done": None}
+    )
+    outcome["attempts"] += result.attempts
+    if result.error is not None and not result.ok:
+        outcome["error"] = f"{result.sink}: {result.error}"
+    elif result.error is not None and outcome["error"] is None:
+        outcome["error"] = f"{result.sink}: {result.error} (delivered after retrying)"
+    if done is not None:
+        outcome["done"] = done
+
+
+def _gather_incident(rows: _Rows, row: dict[str, Any]) -> None:
+    rows.incidents[row["incident_id"]] = row  # the latest snapshot wins
+
+
+# kind of write (what the tick queues) → how it is gathered
+_GATHER: dict[str, Any] = {
+    "fire": _gather_fire,
+    "resolve": _gather_resolve,
+    "delivery": _gather_delivery,
+    "incident": _gather_incident,
+}
+
+
+def _write_alerts(connection: Any, rows: _Rows) -> None:
+    if not rows.alerts:
+        return
+    _with(
+        connection,
+        pa.Table.from_pylist(rows.alerts, schema=_ALERT_ROWS),
+        "INSERT INTO alerts SELECT * FROM _eventscope_rows ON CONFLICT DO NOTHING",
+    )
+    _with(
+        connection,
+        pa.Table.from_pylist(rows.details, schema=_DETAIL_ROWS),
+        "INSERT INTO alert_details SELECT * FROM _eventscope_rows ON CONFLICT DO NOTHING",
+    )
+
+
+def _write_resolutions(connection: Any, rows: _Rows) -> None:
+    if not rows.resolutions:
+        return
+    table = pa.table(
+        {
+            "alert_id": pa.array(list(rows.resolutions), pa.string()),
+            "resolved_at": pa.array(list(rows.resolutions.values()), _TS),
+        }
+    )
+    _with(
+        connection,
+        table,
+        "UPDATE alerts SET resolved_at = r.resolved_at FROM _eventscope_rows r "
+        "WHERE alerts.alert_id = r.alert_id AND alerts.resolved_at IS NULL",
+    )
+    _with(
+        connection,
+        table,
+        "UPDATE alert_details SET status = 'resolved' FROM _eventscope_rows r "
+        "WHERE alert_details.alert_id = r.alert_id",
+    )
+
+
+def _write_incidents(connection: Any, rows: _Rows) -> None:
+    """Upsert the incidents' snapshots; a new notification makes ``delivered`` false until
+    its outcomes arrive.
+    """
+    if not rows.incidents:
+        return
+    _with(
+        connection,
+        pa.Table.from_pylist(list(rows.incidents.values()), schema=_INCIDENT_ROWS),
+        "INSERT INTO incidents SELECT * FROM _eventscope_rows ON CONFLICT (incident_id) DO UPDATE SET "
+        "status = excluded.status, event_count = excluded.event_count, open_count = excluded.open_count, "
+        "examples = excluded.examples, last_seen_at = excluded.last_seen_at, "
+        "notified_at = excluded.notified_at, resolved_at = excluded.resolved_at, "
+        "delivered = CASE WHEN excluded.notifications > incidents.notifications THEN false "
+        "ELSE incidents.delivered END, notifications = excluded.notifications",
+    )
+
+
+def _write_outcomes(connection: Any, rows: _Rows) -> None:
+    if not rows.outcomes:
+        return
+    table = pa.Table.from_pylist(list(rows.outcomes.values()), schema=_OUTCOME_ROWS)
+    _with(
+        connection,
+        table,
+        "UPDATE alerts SET delivered = o.done FROM _eventscope_rows o "
+        "WHERE alerts.alert_id = o.alert_id AND o.done IS NOT NULL",
+    )
+    _with(
+        connection,
+        table,
+        "UPDATE alert_details SET attempts = alert_details.attempts + o.attempts, "
+        "last_error = coalesce(o.error, alert_details.last_error), "
+        "delivered_at = CASE WHEN o.done THEN now() ELSE alert_details.delivered_at END "
+        "FROM _eventscope_rows o WHERE alert_details.alert_id = o.alert_id",
+    )
+    _with(
+        connection,
+        table,
+        "UPDATE incidents SET delivered = o.done FROM _eventscope_rows o "
+        "WHERE incidents.incident_id = o.alert_id AND o.done IS NOT NULL",
+    )
+
+
+# in this order: an outcome may concern an alert or incident inserted by the same flush
+_WRITERS = (_write_alerts, _write_incidents, _write_resolutions, _write_outcomes)
+
+
 def _apply(store: Store, writes: list[tuple[str, Any]]) -> None:
-    """On the writer thread: alert inserts, resolutions and delivery outcomes, one transaction."""
-    alerts: list[dict[str, Any]] = []
-    details: list[dict[str, Any]] = []
-    resolutions: dict[str, int | None] = {}
-    outcomes: dict[str, dict[str, Any]] = {}
+    """On the writer thread: alert inserts, resolutions, incidents and delivery outcomes, in one
+    transaction.
+    """
+    rows = _Rows()
     for kind, item in writes:
-        if kind == "fire":
-            alert: _Alert = item
-            alerts.append(
-                {
-                    "alert_id": alert.alert_id,
-                    "rule": alert.rule.name,
-                    "event_id": alert.event.event_id,
-                    "queue": alert.queue,
-                    "reason": alert.reason,
-                    "fired_at": _us(alert.fired_s),
-                    "resolved_at": None,
-                    "delivered": False,
-                }
-            )
-            details.append(
-                {
-                    "alert_id": alert.alert_id,
-                    "severity": alert.rule.severity,
-                    "status": "firing",
-                    "event_type": alert.event.event_type,
-                    "group_key": alert.group_key,
-                    "event_count": alert.event_count,
-                    "detail": alert.detail,
-                    "attempts": 0,
-                    "last_error": None,
-                    "delivered_at": None,
-                }
-            )
-        elif kind == "resolve":
-            resolutions[item.alert_id] = _us(item.resolved_s)
-        else:
-            result, done = item
-            outcome = outcomes.setdefault(
-                result.alert_id, {"alert_id": result.alert_id, "attempts": 0, "error": None, "done": None}
-            )
-            outcome["attempts"] += result.attempts
-            if result.error is not None and not result.ok:
-                outcome["error"] = f"{result.sink}: {result.error}"
-            elif result.error is not None and outcome["error"] is None:
-                outcome["error"] = f"{result.sink}: {result.error} (delivered after retrying)"
-            if done is not None:
-                outcome["done"] = done
+        _GATHER[kind](rows, item)
     connection = store.reader()
     try:
         with transaction(connection):
-            if alerts:
-                _with(
-                    connection,
-                    pa.Table.from_pylist(alerts, schema=_ALERT_ROWS),
-                    "INSERT INTO alerts SELECT * FROM _eventscope_rows ON CONFLICT DO NOTHING",
-                )
-                _with(
-                    connection,
-                    pa.Table.from_pylist(details, schema=_DETAIL_ROWS),
-                    "INSERT INTO alert_details SELECT * FROM _eventscope_rows ON CONFLICT DO NOTHING",
-                )
-            if resolutions:
-                table = pa.table(
-                    {
-                        "alert_id": pa.array(list(resolutions), pa.string()),
-                        "resolved_at": pa.array(list(resolutions.values()), _TS),
-                    }
-                )
-                _with(
-                    connection,
-                    table,
-                    "UPDATE alerts SET resolved_at = r.resolved_at FROM _eventscope_rows r "
-                    "WHERE alerts.alert_id = r.alert_id AND alerts.resolved_at IS NULL",
-                )
-                _with(
-                    connection,
-                    table,
-                    "UPDATE alert_details SET status = 'resolved' FROM _eventscope_rows r "
-                    "WHERE alert_details.alert_id = r.alert_id",
-                )
-            if outcomes:
-                table = pa.Table.from_pylist(
-                    list(outcomes.values()),
-                    schema=pa.schema(
-                        [
-                            ("alert_id", pa.string()),
-                            ("attempts", pa.int32()),
-                            ("error", pa.string()),
-                            ("done", pa.bool_()),
-                        ]
-                    ),
-                )
-                _with(
-                    connection,
-                    table,
-                    "UPDATE alerts SET delivered = o.done FROM _eventscope_rows o "
-                    "WHERE alerts.alert_id = o.alert_id AND o.done IS NOT NULL",
-                )
-                _with(
-                    connection,
-                    table,
-                    "UPDATE alert_details SET attempts = alert_details.attempts + o.attempts, "
-                    "last_error = coalesce(o.error, alert_details.last_error), "
-                    "delivered_at = CASE WHEN o.done THEN now() ELSE alert_details.delivered_at END "
-                    "FROM _eventscope_rows o WHERE alert_details.alert_id = o.alert_id",
-                )
+            for write in _WRITERS:
+                write(connection, rows)
     finally:
         connection.close()
 

@@ -35,6 +35,7 @@ from eventscope.tracer.contracts.config import (
 from eventscope.tracer.durations import parse_duration
 
 __all__ = [
+    "GROUP_KEYS",
     "REASONS",
     "SEVERITIES",
     "SINK_TYPES",
@@ -56,8 +57,11 @@ SEVERITIES = ("info", "warning", "critical")
 SINK_TYPES = ("webhook", "log", "amqp")
 GLOB_KEYS = ("event_type", "exchange", "routing_key", "queue", "producer")
 EXPECT_RULE = "expected consumers"
+# what an incident can be grouped by (the rule is always part of the group)
+GROUP_KEYS = ("reason", "event_type", "queue", "exchange", "routing_key", "producer")
 
 _DEFAULT_WITHIN_S = 30.0
+_DEFAULT_REPEAT_INTERVAL_S = 600.0
 _DEFAULT_SEVERITY = "warning"
 _DEFAULT_INTERVAL_S = 1.0
 _DEFAULT_REDELIVERY_LIMIT = 5
@@ -71,7 +75,16 @@ _DURATION_HINT = 'a number with a unit: "500ms", "5s", "1m", "2h", "1d"'
 
 _TOP_KEYS = ("alerts", "cli", "contracts")  # [cli]: the command line's defaults (tracer/cli/options.py)
 _ALERTS_KEYS = ("rules", "expect", "sinks", "interval", "redelivery_limit", "dashboard_url", "learn_after")
-_RULE_KEYS = ("name", *GLOB_KEYS, "reasons", "within", "severity", "threshold")
+_RULE_KEYS = (
+    "name",
+    *GLOB_KEYS,
+    "reasons",
+    "within",
+    "severity",
+    "threshold",
+    "group_by",
+    "repeat_interval",
+)
 _THRESHOLD_KEYS = ("count", "window")
 _SINK_KEYS = {
     "webhook": ("type", "name", "url", "format", "timeout", "retries", "headers", "queue_size", "rules"),
@@ -103,6 +116,10 @@ class Rule:
     queue: str | None = None
     producer: str | None = None
     threshold: Threshold | None = None
+    # None: one alert and one notification per event (what configs without group_by keep);
+    # a tuple of GROUP_KEYS: per-event alerts gathered into incidents, notified per incident
+    group_by: tuple[str, ...] | None = None
+    repeat_interval_s: float = _DEFAULT_REPEAT_INTERVAL_S
 
     def matches_event(
         self, *, event_type: str | None, exchange: str | None, routing_key: str | None, producer: str | None
@@ -172,6 +189,11 @@ class AlertsConfig:
                 if rule.threshold
                 else ""
             )
+            if rule.group_by is not None:
+                group += (
+                    f", incidents by {', '.join(('rule', *rule.group_by))}"
+                    f" (repeat {rule.repeat_interval_s:g}s)"
+                )
             reasons = (
                 "every reason" if rule.reasons == frozenset(REASONS) else ", ".join(sorted(rule.reasons))
             )
@@ -471,6 +493,18 @@ class _Validator:
                 )
             if "threshold" in table:
                 fields["threshold"] = self.threshold((*here, "threshold"), table["threshold"])
+            if "group_by" in table:
+                fields["group_by"] = self.group_by((*here, "group_by"), table["group_by"])
+                if "threshold" in table:
+                    self.error(
+                        (*here, "group_by"),
+                        "a threshold rule already alerts per group",
+                        "use either threshold or group_by",
+                    )
+            if "repeat_interval" in table:
+                fields["repeat_interval_s"] = self.duration(
+                    (*here, "repeat_interval"), table["repeat_interval"], positive=True
+                )
             rules.append(Rule(**{k: v for k, v in fields.items() if v is not None}))
         return rules
 
@@ -487,6 +521,22 @@ class _Validator:
             self.error(path, f"unknown reason(s) {', '.join(map(repr, bad))}", hint)
             return None
         return frozenset(value)
+
+    def group_by(self, path: tuple[Any, ...], value: Any) -> tuple[str, ...] | None:
+        hint = f'a list from {", ".join(GROUP_KEYS)}, e.g. ["reason", "event_type", "queue"]'
+        if not isinstance(value, list) or not all(isinstance(key, str) for key in value):
+            self.error(path, f"must be a list of field names, not {_kind(value)}", hint)
+            return None
+        bad = [key for key in value if key not in GROUP_KEYS]
+        if bad:
+            close = difflib.get_close_matches(bad[0], GROUP_KEYS, n=1)
+            self.error(
+                path,
+                f"cannot group by {', '.join(map(repr, bad))}",
+                f"did you mean {close[0]!r}?" if close else hint,
+            )
+            return None
+        return tuple(dict.fromkeys(value))
 
     def threshold(self, path: tuple[Any, ...], value: Any) -> Threshold | None:
         table = self.table(path, value)

@@ -105,6 +105,8 @@ class LogSink:
 
 def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
     """A Slack incoming-webhook body (``text`` + one attachment) for one notification."""
+    if payload.get("kind") == "incident":
+        return _slack_incident(payload)
     status = payload["status"]
     icon = ":rotating_light:" if status == "firing" else ":white_check_mark:"
     where = payload.get("queue") or payload.get("routing_key") or "?"
@@ -121,6 +123,32 @@ def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
     attachment = {"color": color, "fields": fields, "fallback": text}
     if payload.get("dashboard_url"):
         attachment["title"] = "Open in eventscope"
+        attachment["title_link"] = payload["dashboard_url"]
+    return {"text": text, "attachments": [attachment]}
+
+
+def _slack_incident(payload: dict[str, Any]) -> dict[str, Any]:
+    """An incident as Slack text: what, how many, since when, and links to a few examples."""
+    status = payload["status"]
+    icon = ":rotating_light:" if status == "firing" else ":white_check_mark:"
+    where = payload.get("queue") or "?"
+    text = (
+        f"{icon} [{status.upper()}] {payload['rule']} ({payload['severity']}): incident "
+        f"{payload['notification']}, {payload['event_count']} x {payload.get('event_type') or 'event'} "
+        f"{payload.get('reason')} at {where}"
+    )
+    fields = [
+        {"title": key, "value": str(payload[key]), "short": True}
+        for key in ("event_count", "open_count", "first_seen", "last_seen", "reason", "queue")
+        if payload.get(key) is not None
+    ]
+    examples = "\n".join(f"<{e['dashboard_url']}|{e['event_id']}>" for e in payload.get("examples", ()))
+    color = "#2eb886" if status == "resolved" else _SLACK_COLORS.get(payload["severity"], "#f2c744")
+    attachment: dict[str, Any] = {"color": color, "fields": fields, "fallback": text}
+    if examples:
+        attachment["text"] = f"Examples:\n{examples}"
+    if payload.get("dashboard_url"):
+        attachment["title"] = "Open the incident in eventscope"
         attachment["title_link"] = payload["dashboard_url"]
     return {"text": text, "attachments": [attachment]}
 
@@ -196,8 +224,8 @@ class AmqpSink:
                 pika.BasicProperties(
                     content_type="application/json",
                     delivery_mode=2,
-                    type=f"eventscope.alert.{payload['status']}",
-                    message_id=f"{payload['alert_id']}:{payload['status']}",
+                    type=f"eventscope.{payload.get('kind', 'alert')}.{payload['status']}",
+                    message_id=f"{payload['alert_id']}:{payload.get('notification', payload['status'])}",
                     app_id="eventscope",
                 ),
             )

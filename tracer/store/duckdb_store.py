@@ -59,6 +59,7 @@ _MIGRATIONS = {
     6: "schema_v6_payloads.sql",
     7: "schema_v7_spans.sql",
     8: "schema_v8_events.sql",
+    9: "schema_v9_incidents.sql",
     11: "schema_v11_contracts.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
@@ -711,6 +712,7 @@ class Store:
                 f"DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < {cutoff}", [max_age_s]
             )
             con.execute("DELETE FROM alert_details WHERE alert_id NOT IN (SELECT alert_id FROM alerts)")
+            con.execute(f"DELETE FROM incidents WHERE resolved_at < {cutoff}", [max_age_s])
             _rebuild_state(con)
 
     def close(self) -> None:
