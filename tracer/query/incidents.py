@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from eventscope.tracer.query import questions as queries
+from eventscope.tracer.query import sandbox
 
 __all__ = ["incident_alerts", "incidents", "open_incidents"]
 
@@ -57,7 +57,7 @@ WHERE a.resolved_at IS NULL AND d.incident_id IS NOT NULL
 
 
 def _has_incidents(connection: duckdb.DuckDBPyConnection) -> bool:
-    return bool(queries._records(connection, _HAS_INCIDENTS, {})[0]["found"])
+    return bool(sandbox.records(connection, _HAS_INCIDENTS, {})[0]["found"])
 
 
 def incidents(
@@ -71,11 +71,11 @@ def incidents(
     (most events first), ``age`` (oldest first) or ``newest`` (latest event first).
     """
     if sort not in _SORTS:
-        raise queries.SqlRejected(f"sort must be one of {', '.join(_SORTS)}, not {sort!r}")
+        raise sandbox.SqlRejected(f"sort must be one of {', '.join(_SORTS)}, not {sort!r}")
     if not _has_incidents(connection):
         return []
     sql = _INCIDENTS.format(order=_SORTS[sort])
-    return queries._records(connection, sql, {"status": status, "limit": int(limit)})
+    return sandbox.records(connection, sql, {"status": status, "limit": int(limit)})
 
 
 def incident_alerts(
@@ -84,7 +84,7 @@ def incident_alerts(
     """The per-event alerts of one incident, oldest first."""
     if not _has_incidents(connection):
         return []
-    return queries._records(connection, _INCIDENT_ALERTS, {"incident_id": incident_id, "limit": int(limit)})
+    return sandbox.records(connection, _INCIDENT_ALERTS, {"incident_id": incident_id, "limit": int(limit)})
 
 
 def open_incidents(
@@ -96,10 +96,10 @@ def open_incidents(
     if not _has_incidents(connection):
         return [], []
     return (
-        queries._plain_records(connection, _OPEN_INCIDENTS, {}),
-        queries._plain_records(connection, _OPEN_MEMBERS, {}),
+        sandbox.plain_records(connection, _OPEN_INCIDENTS, {}),
+        sandbox.plain_records(connection, _OPEN_MEMBERS, {}),
     )
 
 
-queries.QUESTIONS["incidents"] = incidents
-queries.QUESTIONS["incident_alerts"] = incident_alerts
+# Served as GET /api/<name>: registered by questions.QUESTIONS.
+QUESTIONS = {"incidents": incidents, "incident_alerts": incident_alerts}

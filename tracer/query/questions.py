@@ -853,7 +853,11 @@ QUESTIONS: dict[str, Any] = {
 QUESTIONS["alert_details"] = alert_details
 
 
-# The contracts' questions live in a module of their own (it imports nothing from here).
+# Questions that live in modules of their own (they import nothing from here).
 from eventscope.tracer.query import contracts as _contracts  # noqa: E402
+from eventscope.tracer.query import incidents as _incidents  # noqa: E402
+from eventscope.tracer.query import sequence as _sequence  # noqa: E402
 
 QUESTIONS.update(_contracts.QUESTIONS)
+QUESTIONS.update(_incidents.QUESTIONS)
+QUESTIONS.update(_sequence.QUESTIONS)

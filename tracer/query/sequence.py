@@ -23,7 +23,7 @@ from typing import Any
 
 import duckdb
 
-from eventscope.tracer.query import questions as queries
+from eventscope.tracer.query import sandbox
 
 __all__ = ["NO_CONSUMER", "lifeline_of", "sequence"]
 
@@ -95,11 +95,11 @@ def sequence(
     """
     cid = correlation_id
     if cid is None and event_id is not None:
-        found = queries._records(connection, _CORRELATION, {"event_id": event_id})
+        found = sandbox.records(connection, _CORRELATION, {"event_id": event_id})
         cid = found[0]["cid"] if found else None
     if cid is None:
         return {"correlation_id": None, "total": 0, "lifelines": [], "messages": []}
-    rows = queries._records(connection, _MESSAGES, {"cid": cid, "limit": int(limit)})
+    rows = sandbox.records(connection, _MESSAGES, {"cid": cid, "limit": int(limit)})
     lifelines: dict[str, set[str]] = {}
     messages: list[dict[str, Any]] = []
     for number, row in enumerate(rows, start=1):
@@ -147,4 +147,5 @@ def sequence(
     }
 
 
-queries.QUESTIONS["sequence"] = sequence
+# Served as GET /api/<name>: registered by questions.QUESTIONS.
+QUESTIONS = {"sequence": sequence}
