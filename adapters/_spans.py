@@ -281,8 +281,6 @@ class AmqpTracing:
             event_id = props.message_id = new_event_id()
         if props.timestamp is None:
             props.timestamp = int(time.time())
-        if not props.type and routing_key:
-            props.type = routing_key
         service = self.service
         if props.app_id is None and service:
             props.app_id = service
@@ -312,9 +310,9 @@ class AmqpTracing:
             # "missing" means the key is absent: values the application set stay, whatever their type
             if CAUSATION_HEADER not in headers and handling is not None and handling.event_id:
                 headers[CAUSATION_HEADER] = handling.event_id
-            if CORRELATION_HEADER not in headers:
-                correlation = handling.correlation_id if handling is not None else None
-                headers[CORRELATION_HEADER] = correlation or str(event_id)
+            # a root event is its own flow: no header, the collector infers its correlation
+            if CORRELATION_HEADER not in headers and handling is not None and handling.correlation_id:
+                headers[CORRELATION_HEADER] = handling.correlation_id
             causation = decode_header(headers.get(CAUSATION_HEADER))
             correlation = decode_header(headers.get(CORRELATION_HEADER))
             if causation:
