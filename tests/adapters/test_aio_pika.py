@@ -77,7 +77,8 @@ async def test_publish_sends_metadata_on_a_copy_and_emits_a_producer_span(connec
     channel = instrument_channel(await connection.channel(), service="orders")
     headers = {"tenant": "acme", "nested": {"a": 1}}
     message = aio_pika.Message(b"hello", headers=headers, correlation_id="rpc-1")
-    snapshot = {field: copy.deepcopy(getattr(message, field)) for field in ("headers", "message_id", "app_id")}
+    fields = ("headers", "message_id", "app_id")
+    snapshot = {field: copy.deepcopy(getattr(message, field)) for field in fields}
 
     await channel.default_exchange.publish(message, routing_key=name)
 
