@@ -159,7 +159,7 @@ def _make_publish(following: Callable[..., Any], pristine: Callable[..., Any]) -
     async def publish(self: Any, message: Any, routing_key: str, **kwargs: Any) -> Any:
         tracing = _tracing_for(self.channel)
         if tracing is None:
-            return await following(self, message, routing_key, **kwargs)
+            return await following.__get__(self, type(self))(message, routing_key, **kwargs)
         traced: Publish | None = None
         try:
             traced = tracing.start_publish(self.name, routing_key, message.body, message, _copy_message)
@@ -257,7 +257,7 @@ def _make_consume(following: Callable[..., Any], pristine: Callable[..., Any]) -
         tracing = _tracing_for(self.channel)
         # A queue iterator consumes through ``on_message``: its spans start in ``__anext__``.
         if tracing is None or isinstance(getattr(callback, "__self__", None), QueueIterator):
-            return await following(self, callback, *args, **kwargs)
+            return await following.__get__(self, type(self))(callback, *args, **kwargs)
         traced = callback
         try:
             auto_ack = bool(kwargs.get("no_ack", args[0] if args else False))
@@ -426,6 +426,8 @@ def _make_process_exit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- hooks --------------------------------------------------------------------------------
 def _hook(cls: type, name: str, make: Callable[..., Any], *, layered: bool = False) -> None:
+    """Put eventscope's wrapper on ``cls.name``; a layered one keeps the one below (bound per call,
+    wrapt's wrappers are descriptors) and aio-pika's own function to call for traced channels."""
     current = cls.__dict__[name]
     if getattr(current, "_eventscope", False):
         return

@@ -136,3 +136,57 @@ def test_chains_cross_pika_and_aio_pika_and_faststream(running_collector: Any, a
     chain = sql(url, f"SELECT event_id, depth FROM chain('{order['event_id']}') ORDER BY depth")
     assert [(c["event_id"], c["depth"]) for c in chain] == [(order["event_id"], 0), (invoice["event_id"], 1)]
     assert sql(url, "SELECT count(*) AS n FROM orphans")[0]["n"] == 0
+
+
+OTEL = textwrap.dedent(
+    """
+    import asyncio, sys
+    import aio_pika
+    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+    from eventscope.tracer import setup
+    from eventscope.adapters.aio_pika import instrument_channel
+
+    endpoint, amqp_url, traced_queue, plain_queue = sys.argv[1:5]
+    provider = setup(service="otel-mix", endpoint=endpoint, schedule_delay_millis=50)
+    AioPikaInstrumentor().instrument()  # process-wide, before eventscope
+
+    async def main():
+        conn = await aio_pika.connect_robust(amqp_url)
+        traced = instrument_channel(await conn.channel())
+        plain = await conn.channel()
+        done = asyncio.Event()
+
+        async def on_message(message):
+            async with message.process():
+                done.set()
+
+        await (await traced.get_queue(traced_queue)).consume(on_message)
+        await traced.default_exchange.publish(aio_pika.Message(b"t"), routing_key=traced_queue)
+        await plain.default_exchange.publish(aio_pika.Message(b"p"), routing_key=plain_queue)
+        await asyncio.wait_for(done.wait(), 10)
+        await conn.close()
+
+    asyncio.run(main())
+    assert provider.force_flush(10_000)
+    """
+)
+
+
+def test_with_opentelemetry_instrumentation_aio_pika_each_operation_has_one_span(
+    receiver: Any, amqp: Any
+) -> None:
+    traced_queue, plain_queue = amqp.queue(), amqp.queue()
+    receiver.clear()
+    run = subprocess.run(
+        [sys.executable, "-c", OTEL, receiver.endpoint, AMQP_URL, traced_queue, plain_queue],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    mine = receiver.wait_for(lambda s: s.service == "otel-mix", 3, 10.0)
+    names = sorted(s.name for s in mine)
+    # the traced channel: eventscope's spans only; the plain channel keeps OTel's
+    assert names == sorted(["publish amq.default", f"process {traced_queue}", f",{plain_queue} send"]), names
