@@ -114,8 +114,20 @@ def _copy_message(message: Any) -> Message:
     for name in _MESSAGE_FIELDS:
         put(copy, name, getattr(message, name, None))
     if copy.timestamp is None:
-        put(copy, "timestamp", dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+        put(copy, "timestamp", _now())
     return copy
+
+
+_second: tuple[int, dt.datetime] = (0, dt.datetime.fromtimestamp(0, dt.timezone.utc))
+
+
+def _now() -> dt.datetime:
+    """The current second as an aware ``datetime`` (AMQP timestamps are whole seconds), cached."""
+    global _second
+    now = int(time.time())
+    if now != _second[0]:
+        _second = (now, dt.datetime.fromtimestamp(now, dt.timezone.utc))
+    return _second[1]
 
 
 def _new_tracing(channel: Any, service: str | None, link_mode: str) -> AmqpTracing:

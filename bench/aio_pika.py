@@ -42,6 +42,8 @@ _URL = "amqp://guest:guest@127.0.0.1:5672/"
 _BODY = (b'{"order_id": 4242, "sku": "WIDGET-7", "quantity": 3, "note": "' + b"x" * 100)[:99] + b"}"
 _PREFETCH = 500
 CONFIGS = ("raw", "eventscope", "otel")
+# diagnostics: the same, with an exporter that sends nothing (the application thread's share)
+DIAGNOSTICS = ("eventscope-noexport", "otel-noexport")
 
 
 def _exported(endpoint: str | None) -> int:
@@ -58,7 +60,17 @@ def _prepare(config: str, endpoint: str) -> Any:
         return None
     from eventscope.tracer import setup
 
-    provider = setup(service="bench", endpoint=endpoint)
+    options: dict[str, Any] = {}
+    if config.endswith("-noexport"):
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+        class NullExporter(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        options["exporter"] = NullExporter()
+        config = config.removesuffix("-noexport")
+    provider = setup(service="bench", endpoint=endpoint, **options)
     if config == "otel":
         from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
 
@@ -68,7 +80,7 @@ def _prepare(config: str, endpoint: str) -> Any:
 
 async def _channel(config: str, connection: Any) -> Any:
     channel = await connection.channel(publisher_confirms=False)
-    if config == "eventscope":
+    if config.startswith("eventscope"):
         from eventscope.adapters.aio_pika import instrument_channel
 
         return instrument_channel(channel)
@@ -130,7 +142,7 @@ async def _one(config: str, endpoint: str, messages: int, warmup: int) -> dict[s
     import aio_pika
 
     provider = _prepare(config, endpoint)
-    traced_endpoint = endpoint if provider is not None else None
+    traced_endpoint = endpoint if provider is not None and not config.endswith("-noexport") else None
 
     def flush() -> None:
         if provider is not None:
@@ -166,15 +178,16 @@ async def _one(config: str, endpoint: str, messages: int, warmup: int) -> dict[s
 
 def _run_rounds(args: argparse.Namespace, endpoint: str) -> list[dict[str, Any]]:
     results = []
+    configs = CONFIGS + (DIAGNOSTICS if args.diagnostics else ())
     for round_index in range(args.rounds):
-        order = CONFIGS[round_index % 3 :] + CONFIGS[: round_index % 3]
-        for config in order:
+        shift = round_index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
             command = [sys.executable, __file__, "--one", config, "--endpoint", endpoint]
             command += ["--messages", str(args.messages), "--warmup", str(args.warmup)]
             done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
             if done.returncode != 0:
                 sys.exit(f"{config} failed:\n{done.stderr}")
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            results.append({"round": round_index, **json.loads(done.stdout.strip().splitlines()[-1])})
             print(f"  round {round_index + 1} {config} done", flush=True)
     return results
 
@@ -183,23 +196,28 @@ def _report(results: list[dict[str, Any]]) -> None:
     def median(config: str, phase: str, key: str) -> float:
         return statistics.median(r[phase][key] for r in results if r["config"] == config)
 
+    configs = [c for c in CONFIGS + DIAGNOSTICS if any(r["config"] == c for r in results)]
+    rounds = sorted({r["round"] for r in results})
     for phase in ("publish", "consume"):
         raw = median("raw", phase, "msg_per_s")
-        print(f"\n{phase.upper()} (median of {len(results) // 3} rounds)")
-        print(f"{'config':12} {'msg/s':>9} {'x raw':>6} {'ovh µs':>7} {'CPU µs':>7} {'spans':>6}")
+        print(f"\n{phase.upper()} (median of {len(rounds)} rounds)")
+        print(f"{'config':20} {'msg/s':>9} {'x raw':>6} {'ovh µs':>7} {'CPU µs':>7} {'spans':>6}")
         overhead = {}
-        for config in CONFIGS:
+        for config in configs:
             rate = median(config, phase, "msg_per_s")
             overhead[config] = 1e6 / rate - 1e6 / raw
             print(
-                f"{config:12} {rate:9.0f} {rate / raw:6.2f} {overhead[config]:7.1f} "
+                f"{config:20} {rate:9.0f} {rate / raw:6.2f} {overhead[config]:7.1f} "
                 f"{median(config, phase, 'cpu_us'):7.1f} {median(config, phase, 'spans'):6.2f}"
             )
         ratio = overhead["eventscope"] / overhead["otel"] if overhead["otel"] > 0 else float("inf")
         print(f"eventscope overhead / OTel aio-pika's: {ratio:.2f} (required <= 0.5)")
+        if "otel-noexport" in overhead and overhead["otel-noexport"] > 0:
+            diag = overhead["eventscope-noexport"] / overhead["otel-noexport"]
+            print(f"  diag, no export (application thread + processor): {diag:.2f}")
         per_round = []
-        for index in range(len(results) // 3):
-            chunk = {r["config"]: r for r in results[index * 3 : index * 3 + 3]}
+        for index in rounds:
+            chunk = {r["config"]: r for r in results if r["round"] == index}
             raw_r = 1e6 / chunk["raw"][phase]["msg_per_s"]
             es = 1e6 / chunk["eventscope"][phase]["msg_per_s"] - raw_r
             ot = 1e6 / chunk["otel"][phase]["msg_per_s"] - raw_r
@@ -215,7 +233,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--one", choices=CONFIGS, help="run one configuration, print JSON")
+    parser.add_argument("--diagnostics", action="store_true", help="add the no-export diagnostic rows")
+    parser.add_argument("--one", choices=CONFIGS + DIAGNOSTICS, help="run one configuration, print JSON")
     parser.add_argument("--endpoint")
     args = parser.parse_args()
     if args.one:
