@@ -169,7 +169,7 @@ def _settlements_for(message: Any, create: bool) -> Settlements | None:
 # -- publish ------------------------------------------------------------------------------
 def _make_publish(following: Callable[..., Any], pristine: Callable[..., Any]) -> Callable[..., Any]:
     async def publish(self: Any, message: Any, routing_key: str, **kwargs: Any) -> Any:
-        tracing = _tracing_for(self.channel)
+        tracing = _tracing_for(getattr(self, "channel", None))
         if tracing is None:
             return await following.__get__(self, type(self))(message, routing_key, **kwargs)
         traced: Publish | None = None
@@ -266,10 +266,12 @@ def _traced_callback(
 
 def _make_consume(following: Callable[..., Any], pristine: Callable[..., Any]) -> Callable[..., Any]:
     async def consume(self: Any, callback: Any, *args: Any, **kwargs: Any) -> Any:
-        tracing = _tracing_for(self.channel)
-        # A queue iterator consumes through ``on_message``: its spans start in ``__anext__``.
-        if tracing is None or isinstance(getattr(callback, "__self__", None), QueueIterator):
+        tracing = _tracing_for(getattr(self, "channel", None))
+        if tracing is None:
             return await following.__get__(self, type(self))(callback, *args, **kwargs)
+        # A queue iterator consumes through ``on_message``: its spans start in ``__anext__``.
+        if isinstance(getattr(callback, "__self__", None), QueueIterator):
+            return await pristine(self, callback, *args, **kwargs)
         traced = callback
         try:
             auto_ack = bool(kwargs.get("no_ack", args[0] if args else False))
@@ -285,7 +287,7 @@ def _make_consume(following: Callable[..., Any], pristine: Callable[..., Any]) -
 
 def _make_get(original: Callable[..., Any]) -> Callable[..., Any]:
     async def get(self: Any, *args: Any, **kwargs: Any) -> Any:
-        tracing = _tracing_for(self.channel)
+        tracing = _tracing_for(getattr(self, "channel", None))
         if tracing is None:
             return await original(self, *args, **kwargs)
         start = time.time_ns()

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ OTEL = textwrap.dedent(
     from eventscope.tracer import setup
     from eventscope.adapters.aio_pika import instrument_channel
 
-    endpoint, amqp_url, traced_queue, plain_queue = sys.argv[1:5]
+    endpoint, amqp_url, traced_queue, plain_queue, iter_queue = sys.argv[1:6]
     provider = setup(service="otel-mix", endpoint=endpoint, schedule_delay_millis=50)
     AioPikaInstrumentor().instrument()  # process-wide, before eventscope
 
@@ -164,6 +165,11 @@ OTEL = textwrap.dedent(
         await traced.default_exchange.publish(aio_pika.Message(b"t"), routing_key=traced_queue)
         await plain.default_exchange.publish(aio_pika.Message(b"p"), routing_key=plain_queue)
         await asyncio.wait_for(done.wait(), 10)
+        await traced.default_exchange.publish(aio_pika.Message(b"i"), routing_key=iter_queue)
+        async with (await traced.get_queue(iter_queue)).iterator() as messages:
+            async for message in messages:
+                await message.ack()
+                break
         await conn.close()
 
     asyncio.run(main())
@@ -175,10 +181,10 @@ OTEL = textwrap.dedent(
 def test_with_opentelemetry_instrumentation_aio_pika_each_operation_has_one_span(
     receiver: Any, amqp: Any
 ) -> None:
-    traced_queue, plain_queue = amqp.queue(), amqp.queue()
+    traced_queue, plain_queue, iter_queue = amqp.queue(), amqp.queue(), amqp.queue()
     receiver.clear()
     run = subprocess.run(
-        [sys.executable, "-c", OTEL, receiver.endpoint, AMQP_URL, traced_queue, plain_queue],
+        [sys.executable, "-c", OTEL, receiver.endpoint, AMQP_URL, traced_queue, plain_queue, iter_queue],
         capture_output=True,
         text=True,
         timeout=60,
@@ -186,7 +192,9 @@ def test_with_opentelemetry_instrumentation_aio_pika_each_operation_has_one_span
         env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    mine = receiver.wait_for(lambda s: s.service == "otel-mix", 3, 10.0)
-    names = sorted(s.name for s in mine)
-    # the traced channel: eventscope's spans only; the plain channel keeps OTel's
-    assert names == sorted(["publish amq.default", f"process {traced_queue}", f",{plain_queue} send"]), names
+    mine = receiver.wait_for(lambda s: s.service == "otel-mix", 5, 10.0)
+    time.sleep(0.3)  # a sixth span would arrive in the same flush
+    names = sorted(s.name for s in receiver.spans if s.service == "otel-mix")
+    # the traced channel: eventscope's spans only (its iterator too); the plain channel keeps OTel's
+    expected = ["publish amq.default"] * 2 + [f"process {traced_queue}", f"process {iter_queue}"]
+    assert len(mine) >= 5 and names == sorted([*expected, f",{plain_queue} send"]), names
