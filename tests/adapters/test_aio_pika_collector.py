@@ -198,3 +198,54 @@ def test_with_opentelemetry_instrumentation_aio_pika_each_operation_has_one_span
     # the traced channel: eventscope's spans only (its iterator too); the plain channel keeps OTel's
     expected = ["publish amq.default"] * 2 + [f"process {traced_queue}", f"process {iter_queue}"]
     assert len(mine) >= 5 and names == sorted([*expected, f",{plain_queue} send"]), names
+
+
+COLLECTOR_DOWN = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import aio_pika
+    from eventscope.tracer import setup
+    from eventscope.adapters.aio_pika import instrument_channel
+
+    endpoint, amqp_url, queue_name = sys.argv[1:4]
+    setup(service="lonely", endpoint=endpoint, schedule_delay_millis=50, export_timeout_millis=500)
+
+    async def main():
+        conn = await aio_pika.connect_robust(amqp_url)
+        channel = instrument_channel(await conn.channel())
+        started = time.monotonic()
+        for index in range(200):
+            await channel.default_exchange.publish(aio_pika.Message(b"%d" % index), routing_key=queue_name)
+        seen = 0
+        async with (await channel.get_queue(queue_name)).iterator() as messages:
+            async for message in messages:
+                async with message.process():
+                    seen += 1
+                if seen == 200:
+                    break
+        print(f"handled {seen} in {time.monotonic() - started:.2f}s", flush=True)
+        await conn.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_collector_that_is_down_never_blocks_or_raises(amqp: Any) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    queue = amqp.queue()
+    run = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_DOWN, endpoint, AMQP_URL, queue],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "handled 200 in" in run.stdout
+    assert "Traceback" not in run.stderr
