@@ -413,3 +413,12 @@ async def test_closed_channel_and_cancelled_task_raise_only_aio_pikas_own_errors
     assert process.attributes[A.ERROR_TYPE] == "CancelledError"
     assert process.attributes[A.SETTLE_OUTCOME] == "error"
     await channel.close()
+
+
+async def test_a_broker_nack_is_recorded_and_aio_pikas_error_raised(connection, queues, spans):
+    name = await queues(arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    channel = instrument_channel(await connection.channel())  # publisher confirms: aio-pika's default
+    with pytest.raises(aio_pika.exceptions.DeliveryError):
+        await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=name)
+    (span,) = spans.named("publish")
+    assert span.status == 2 and span.attributes[A.ERROR_TYPE] == "DeliveryError"
