@@ -4,9 +4,7 @@ It uses the public API as a user's async service would: ``setup()`` once, then
 ``eventscope.adapters.aio_pika.instrument_channel`` on the channel. Its chain crosses both
 clients: pika's shipping publishes ``shipment.created``; **loyalty** (aio-pika, a
 ``queue.iterator()`` loop with ``message.process()``) awards points for every shipment as
-``order.rewarded``; pika's auditor reads that from the audit stream (``order.*``), and the
-analytics queue, bound to ``order.*`` and never read, keeps its copy as the known unconsumed
-orphan.
+``order.rewarded``; pika's auditor reads that from the audit stream (bound to ``order.*``).
 
 Its queue (``demo.loyalty``) is declared here, auto-deleted when the service stops.
 """
