@@ -1,6 +1,6 @@
 """Spans and event metadata for AMQP 0-9-1 operations, independent of the client library.
 
-A client adapter (``pika.py``) calls three things on its hot paths:
+A client adapter (``pika.py``, ``aio_pika.py``) calls three things on its hot paths:
 
 * :meth:`AmqpTracing.start_publish` before ``basic.publish``: fills the event metadata on a
   *copy* of the properties, starts the PRODUCER span and injects its context;
@@ -90,6 +90,13 @@ class Publish:
         span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__qualname__))
         span.end()
 
+    def returned(self, reply_code: Any, reply_text: Any) -> None:
+        """The broker returned a mandatory message it could not route (``basic.return``)."""
+        span = self.span
+        span.set_attribute(A.ERROR_TYPE, "basic.return")
+        span.set_status(Status(StatusCode.ERROR, f"returned: {reply_code} {reply_text}"))
+        span.end()
+
 
 class Delivery:
     """One message handed to the application, with its CONSUMER span.
@@ -99,7 +106,17 @@ class Delivery:
     written onto the span itself, later ones become a ``settle`` span.
     """
 
-    __slots__ = ("context", "delivery_tag", "end_on_settle", "open", "queue", "settled", "span", "tracing")
+    __slots__ = (
+        "context",
+        "delivery_tag",
+        "end_on_settle",
+        "failed",
+        "open",
+        "queue",
+        "settled",
+        "span",
+        "tracing",
+    )
 
     def __init__(self, tracing: AmqpTracing, span: Span, ctx: Context, queue: str, delivery_tag: Any) -> None:
         self.tracing = tracing
@@ -109,10 +126,14 @@ class Delivery:
         self.delivery_tag = delivery_tag
         self.open = True
         self.settled = False
+        self.failed = False  # an exception seen twice (context manager, then callback) is recorded once
         self.end_on_settle = False  # consume() generator: settling ends the processing
 
     def fail(self, exc: BaseException) -> None:
         """The handler raised: record it (the adapter re-raises the exception unchanged)."""
+        if self.failed:
+            return
+        self.failed = True
         span = self.span
         span.record_exception(exc)
         attributes = {A.ERROR_TYPE: type(exc).__qualname__}
@@ -173,6 +194,10 @@ class Settlements:
             pending.pop(next(iter(pending)))
             failures.record("unsettled-deliveries-dropped")
         pending[delivery.delivery_tag] = delivery
+
+    def get(self, delivery_tag: Any) -> Delivery | None:
+        """The unsettled delivery with this tag, if it is tracked."""
+        return self._pending.get(delivery_tag)
 
     def settle(
         self, delivery_tag: Any, multiple: bool, outcome: str, operation: str, requeue: bool | None
@@ -281,8 +306,6 @@ class AmqpTracing:
             event_id = props.message_id = new_event_id()
         if props.timestamp is None:
             props.timestamp = int(time.time())
-        if not props.type and routing_key:
-            props.type = routing_key
         service = self.service
         if props.app_id is None and service:
             props.app_id = service
@@ -312,9 +335,9 @@ class AmqpTracing:
             # "missing" means the key is absent: values the application set stay, whatever their type
             if CAUSATION_HEADER not in headers and handling is not None and handling.event_id:
                 headers[CAUSATION_HEADER] = handling.event_id
-            if CORRELATION_HEADER not in headers:
-                correlation = handling.correlation_id if handling is not None else None
-                headers[CORRELATION_HEADER] = correlation or str(event_id)
+            # a root event is its own flow: no header, the collector infers its correlation
+            if CORRELATION_HEADER not in headers and handling is not None and handling.correlation_id:
+                headers[CORRELATION_HEADER] = handling.correlation_id
             causation = decode_header(headers.get(CAUSATION_HEADER))
             correlation = decode_header(headers.get(CORRELATION_HEADER))
             if causation:

@@ -15,8 +15,8 @@ The returned channel behaves like the original: every attribute passes through,
 exceptions are the original ones. What it adds:
 
 * ``basic_publish``: a PRODUCER span; a copy of the properties with the event metadata
-  filled where missing (``message_id`` UUIDv7, ``timestamp``, ``type``, ``app_id``,
-  ``x-causation-id``, ``x-correlation-id``, W3C trace context). The caller's
+  filled where missing (``message_id`` UUIDv7, ``timestamp``, ``app_id``,
+  ``x-causation-id`` and ``x-correlation-id`` on caused events, W3C trace context). The caller's
   ``BasicProperties`` and headers dict are never modified.
 * ``basic_consume`` callbacks: a CONSUMER ``process`` span around the callback, current
   inside it; the callback receives the traced channel, so publishes and acks made with it

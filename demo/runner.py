@@ -43,7 +43,10 @@ _SERVICES = (
     ("fraud", "fraud"),
     ("auditor", "auditor"),
     ("customers", "customers"),
+    ("loyalty", "loyalty"),
 )
+# services on aio-pika run from eventscope.demo.async_services, the others from .services
+_SERVICE_MODULES = {"loyalty": "eventscope.demo.async_services"}
 _GRACE_S = 10
 _ALERT_RULES = Path(__file__).with_name("eventscope.toml")
 _SUMMARY_EVERY_S = 2.0
@@ -182,7 +185,8 @@ def main(args: argparse.Namespace) -> int:
         _wait_healthy(api, collector)
         gateway_port = _free_port()
         for service, name in _SERVICES:
-            command = [sys.executable, "-m", "eventscope.demo.services", service, "--name", name]
+            module = _SERVICE_MODULES.get(service, "eventscope.demo.services")
+            command = [sys.executable, "-m", module, service, "--name", name]
             command += ["--amqp-url", args.amqp_url, "--endpoint", endpoint, "--rate", str(args.rate)]
             command += ["--gateway-port", str(gateway_port)]
             children.append(subprocess.Popen(command))

@@ -16,6 +16,7 @@ from eventscope.tracer.broker.firehose import (
     enable_tracing,
     parse_record,
 )
+from eventscope.tracer.broker.records import normalise_firehose
 from tests.conftest import TEST_VHOST
 
 pytestmark = pytest.mark.integration  # the real broker on 127.0.0.1:5672
@@ -88,8 +89,12 @@ def test_tap_records_routing_unroutable_and_deliveries(amqp, firehose, spans):
     assert routed.routed_queues == (queue,)
     assert unroutable.routed_queues == ()
     assert routed.message_id == properties.message_id
-    assert routed.app_id == "orders" and routed.event_type == "order.placed"
-    assert routed.correlation_header == properties.message_id
+    # the lighter wire contract (issue 16): no `type`, no correlation header on a root event;
+    # the collector infers both
+    assert routed.app_id == "orders" and routed.event_type is None
+    assert routed.correlation_header is None
+    inferred = {e["event_id"]: e for e in normalise_firehose([routed]).events}[routed.event_id]
+    assert (inferred["event_type"], inferred["correlation_id"]) == ("order.placed", routed.event_id)
     assert routed.traceparent == properties.headers["traceparent"]
     assert routed.body_size == len(b"routed")
     (deliver,) = delivers

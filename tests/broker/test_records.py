@@ -125,6 +125,37 @@ def test_firehose_rows_carry_routing_causes_and_deaths() -> None:
     )
 
 
+def test_a_root_event_without_type_or_correlation_header_gets_both_inferred() -> None:
+    """The adapters send no ``type`` and no ``x-correlation-id`` on a root event (issue 16)."""
+    root = parse_record(
+        "publish.shop",
+        {
+            "exchange_name": "shop",
+            "routing_keys": ["order.placed"],
+            "routed_queues": ["billing"],
+            "properties": {"message_id": "R", "headers": {"traceparent": f"00-{TRACE}-{SPAN}-01"}},
+        },
+        b"{}",
+        5_000,
+    )
+    effect = parse_record(
+        "publish.",
+        {
+            "exchange_name": "",
+            "routing_keys": ["invoices"],
+            "routed_queues": ["invoices"],
+            "properties": {"message_id": "E", "headers": {"x-causation-id": "C"}},
+        },
+        b"{}",
+        6_000,
+    )
+    batch = normalise_firehose([root, effect])
+    by_id = {event["event_id"]: event for event in batch.events}
+    assert (by_id["R"]["event_type"], by_id["R"]["correlation_id"]) == ("order.placed", "R")
+    # a caused event without the header has an unknown flow, not its own
+    assert (by_id["E"]["event_type"], by_id["E"]["correlation_id"]) == ("invoices", None)
+
+
 def _topology() -> Topology:
     def queue(name: str, **arguments: object) -> dict:
         return queue_row({"name": name, "vhost": "/", "arguments": arguments}, 1)

@@ -226,3 +226,30 @@ def test_alerts_come_as_incidents(demo):
     incidents = sql(api, "select rule, reason, event_type, status, event_count, notifications from incidents")
     assert {i["reason"] for i in incidents} >= {"expired", "unconsumed", "missing_consumer"}
     assert all(1 <= i["notifications"] <= 3 for i in incidents), incidents
+
+
+def test_chains_cross_pika_and_aio_pika_services(demo):
+    """shipping (pika) → loyalty (aio-pika, queue.iterator) → auditor (pika, the audit stream)."""
+    api, _output = demo
+    rows = sql(
+        api,
+        """
+        select count(*) as rewarded,
+               count(*) filter (where cause.event_type = 'shipment.created'
+                                and cause.producer_service = 'shipping') as caused_by_shipping,
+               count(*) filter (where exists (select 1 from deliveries d where d.event_id = e.event_id
+                                              and d.consumer_service = 'auditor' and d.outcome = 'ack'))
+                   as audited
+        from events e left join events cause on cause.event_id = e.causation_id
+        where e.event_type = 'order.rewarded' and e.producer_service = 'loyalty'
+        """,
+    )
+    assert rows[0]["rewarded"] >= 5
+    assert rows[0]["caused_by_shipping"] == rows[0]["rewarded"]
+    assert rows[0]["audited"] >= 1
+    (delivered,) = sql(
+        api,
+        "select count(*) as n from deliveries where queue = 'demo.loyalty' and consumer_service = 'loyalty' "
+        "and outcome = 'ack'",
+    )
+    assert delivered["n"] >= rows[0]["rewarded"] - 2  # the last ones may still be in flight

@@ -225,6 +225,8 @@ def test_shop_flow_end_to_end(collector_process: tuple[str, Path, subprocess.Pop
     assert {e["producer_service"] for e in events} == {"shop"}
     assert invoice_row(events, invoice)["causation_id"] == order
     assert invoice_row(events, invoice)["correlation_id"] == order
+    # the adapter sends no `type` and no correlation header on a root event: the collector infers both
+    assert [e["correlation_id"] for e in events if e["event_id"] != invoice] == [order, payment, lonely]
 
     deliveries = sql(url, "SELECT event_id, queue, outcome, settled_at IS NOT NULL AS s FROM deliveries")
     assert sorted((d["event_id"], d["queue"], d["outcome"], d["s"]) for d in deliveries) == sorted(

@@ -226,7 +226,9 @@ def normalise_firehose(records: Iterable[FirehoseRecord]) -> BrokerBatch:
                     "trace_id": f"{parent[0]:032x}" if parent else None,
                     "span_id": f"{parent[1]:016x}" if parent else None,
                     "causation_id": record.causation_header,
-                    "correlation_id": record.correlation_header,
+                    # adapters leave the header out on a root event, which is its own flow
+                    "correlation_id": record.correlation_header
+                    or (record.event_id if not record.causation_header else None),
                     "routed_queues": list(record.routed_queues or ()),
                     "payload_size": record.body_size,
                     "source": "firehose",
