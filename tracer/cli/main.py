@@ -20,6 +20,7 @@ from typing import Any
 
 from eventscope.tracer.broker.payloads import DEFAULT_MAX_BYTES as DEFAULT_PAYLOAD_BYTES
 from eventscope.tracer.broker.payloads import DEFAULT_REDACT, PayloadCapture
+from eventscope.tracer.cli import redrive as redrive_cli
 from eventscope.tracer.contract import ORPHAN_REASONS
 
 __all__ = ["main", "parse_bytes", "parse_duration"]
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     from eventscope.demo import runner
 
     runner.add_arguments(demo)
+    redrive_cli.register(commands)
     return parser
 
 
@@ -311,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo",
         "alerts",
         "rules",
+        "redrive",
     )  # their output is for people; library chatter is not
     level = max(logging.WARNING, _level(args.log_level)) if quiet else _level(args.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -324,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _rules_check(args.file)
     if args.command == "dashboard":
         return _dashboard(args)
+    if args.command == "redrive":
+        return redrive_cli.run(args)
     if args.command == "demo":
         from eventscope.demo import runner
 
@@ -378,6 +383,9 @@ def _collect(args: argparse.Namespace) -> int:
             management_url=args.management_url or None,
             management_interval_s=args.management_interval or 5.0,
             alerts=alerts,
+            allow_redrive=args.allow_redrive,
+            max_redrives=args.max_redrives,
+            redrive_origins=tuple(args.redrive_origin),
         )
     except ValueError as exc:  # options that do not go together, or grpcio missing for --grpc
         print(f"eventscope collect: {exc}", file=sys.stderr)

@@ -59,6 +59,7 @@ from eventscope.tracer.ingest.normaliser import Normalised, normalise, normalise
 from eventscope.tracer.ingest.writer import DROP_POLICY, WriteQueueFull, Writer
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.query.client import ARROW_STREAM
+from eventscope.tracer.server import redrive_api
 from eventscope.tracer.store.duckdb_store import Store
 
 if TYPE_CHECKING:
@@ -105,6 +106,9 @@ class CollectorConfig:
     broker_flush_s: float = 0.2  # how often the taps hand what they read to the writer
     capture: PayloadCapture | None = None  # keep published bodies (firehose only; payloads.py)
     alerts: AlertsConfig | None = None  # validated [alerts] of eventscope.toml (rules.load)
+    allow_redrive: bool = False  # POST /api/redrive (redrive_api.py); needs token and amqp_url
+    max_redrives: int = 3  # loop guard: a message redriven this many times is refused
+    redrive_origins: tuple[str, ...] = ()  # Origins besides the collector's own allowed to redrive
 
     def __post_init__(self) -> None:
         if self.max_body < 1:
@@ -121,6 +125,7 @@ class CollectorConfig:
             raise ValueError("payload capture reads bodies from the firehose: it needs the firehose tap")
         if self.management_interval_s <= 0 or self.broker_flush_s <= 0:
             raise ValueError("management_interval_s and broker_flush_s must be positive")
+        redrive_api.check_config(allow_redrive=self.allow_redrive, token=self.token, amqp_url=self.amqp_url)
 
 
 class Collector:
@@ -574,6 +579,7 @@ def create_app(collector: Collector) -> Starlette:
                 Route(f"/api/{name}", _question(function), methods=["GET"])
                 for name, function in queries.QUESTIONS.items()
             ),
+            *redrive_api.ROUTES,
             Route("/healthz", _healthz, methods=["GET"]),
             Route("/metrics", _metrics, methods=["GET"]),
         ],

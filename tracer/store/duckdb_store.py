@@ -42,7 +42,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 10
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -55,6 +55,7 @@ _MIGRATIONS = {
     6: "schema_v6_payloads.sql",
     7: "schema_v7_spans.sql",
     8: "schema_v8_events.sql",
+    10: "schema_v10_redrives.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -777,6 +778,10 @@ class Store:
             con.execute("ROLLBACK")
             raise
 
+    def append_redrives(self, rows: pa.Table) -> None:
+        """Record redrives (rows built by ``eventscope.tracer.redrive.records``); writer thread only."""
+        self._insert_arrow("redrives", rows, plain=True)
+
     def close(self) -> None:
         """Checkpoint and close; idempotent."""
         with self._close_lock:
@@ -809,12 +814,15 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> list[int]:
         "CREATE TABLE IF NOT EXISTS schema_version "
         "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )
-    (current,) = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0]
+    done = {version for (version,) in connection.execute("SELECT version FROM schema_version").fetchall()}
+    current = max(done, default=0)
     if current > SCHEMA_VERSION:
         raise RuntimeError(
             f"database schema version {current} is newer than this eventscope ({SCHEMA_VERSION}): upgrade"
         )
-    applied = list(range(current + 1, SCHEMA_VERSION + 1))
+    # every version not applied yet, in order: numbers are assigned to branches in advance, so a
+    # file may have a later one (created before an earlier one merged) and still lack that one
+    applied = [version for version in sorted(_MIGRATIONS) if version not in done]
     for version in applied:
         connection.execute("BEGIN TRANSACTION")
         try:

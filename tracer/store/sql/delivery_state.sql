@@ -45,6 +45,8 @@ WITH
         SELECT e.event_id, NULL::VARCHAR AS queue, 'unroutable' AS state, NULL::TIMESTAMPTZ AS since
         FROM ev e
         WHERE e.routed_queues IS NOT NULL AND len(e.routed_queues) = 0
+          -- replayed (docs/redrive.md) and delivered since: its deliveries decide (below)
+          AND NOT EXISTS (SELECT 1 FROM dels d WHERE d.event_id = e.event_id)
         UNION ALL
         SELECT x.event_id, x.queue,
                CASE WHEN dl.event_id IS NOT NULL THEN 'dead_lettered' ELSE 'undelivered' END AS state,
