@@ -19,15 +19,18 @@ import streamlit as st
 
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.query.client import Source, SourceError, open_source
+from eventscope.tracer.redrive import browse as _redrive_browse  # noqa: F401  (registers its questions)
 
 __all__ = [
     "SourceError",
     "alerts",
     "chain",
+    "dead_letter_messages",
     "describe_source",
     "event",
     "events_page",
     "facets",
+    "failure_groups",
     "fanout",
     "frame",
     "health",
@@ -38,6 +41,7 @@ __all__ = [
     "orphans",
     "orphans_over_time",
     "rates",
+    "redrive_history",
     "run_sql",
     "schema",
     "slowest",
@@ -64,6 +68,12 @@ _TIME_COLUMNS = (
     "last_at",
     "bucket",
     "died_at",
+    "observed_at",
+    "requested_at",
+    "delivered_at",
+    "last_redrive_at",
+    "first_seen",
+    "last_seen",
 )
 
 Spec = tuple[str | None, str | None, str | None]
@@ -246,6 +256,19 @@ def chain(event_id: str) -> dict[str, pd.DataFrame]:
 
 def upstream(event_id: str) -> pd.DataFrame:
     return frame(_answer("upstream", event_id=event_id))
+
+
+def dead_letter_messages(**filters: Any) -> pd.DataFrame:
+    """Dead letters still in their DLQ, as the collector recorded them (tracer/redrive/browse.py)."""
+    return frame(_answer("dead_letter_messages", **{k: v for k, v in filters.items() if v is not None}))
+
+
+def failure_groups() -> pd.DataFrame:
+    return frame(_answer("failure_groups"))
+
+
+def redrive_history(event_id: str) -> pd.DataFrame:
+    return frame(_answer("redrive_history", event_id=event_id))
 
 
 def topology() -> dict[str, pd.DataFrame]:
