@@ -101,6 +101,20 @@ class Rig:
             lambda: _got(self.channel.basic_get(queue)), timeout=timeout, what=f"a message in {queue}"
         )
 
+    def take(self, queue: str, event_id: str) -> Any:
+        """basic_get one message (not acked), once the collector recorded that delivery.
+
+        The firehose and dead-letter taps read in threads of their own: settling before the
+        deliver record is stored could let the dead-letter copy be observed first.
+        """
+        (seen,) = self.sql("SELECT count(*) FROM deliveries WHERE event_id = ?", event_id)[0]
+        method, _, _ = self.get(queue)
+        wait(
+            lambda: self.sql("SELECT count(*) FROM deliveries WHERE event_id = ?", event_id)[0][0] > seen,
+            what="the delivery recorded",
+        )
+        return method
+
     def depth(self, queue: str) -> int:
         return self.channel.queue_declare(queue, passive=True).method.message_count
 

@@ -45,7 +45,7 @@ def _dead_lettered(rig: Rig, reason: str) -> tuple[str, str, str]:
     rig.channel.queue_bind(queue, rig.shop, key)
     event_id = rig.publish(key, b'{"order":42}')
     if reason == "rejected":
-        method, _, _ = rig.get(queue)
+        method = rig.take(queue, event_id)
         rig.channel.basic_reject(method.delivery_tag, requeue=False)
     elif reason == "maxlen":
         other = rig.publish(key, b'{"order":43}')  # pushes the first out of the head
@@ -55,9 +55,8 @@ def _dead_lettered(rig: Rig, reason: str) -> tuple[str, str, str]:
     elif reason == "delivery_limit":
 
         def nack_once() -> bool:
-            method, _, _ = rig.channel.basic_get(queue)
-            if method is not None:
-                rig.channel.basic_nack(method.delivery_tag, requeue=True)
+            if rig.depth(queue):
+                rig.channel.basic_nack(rig.take(queue, event_id).delivery_tag, requeue=True)
             return bool(rig.sql("SELECT 1 FROM dead_letters WHERE event_id = ?", event_id))
 
         wait(nack_once, what="the delivery limit")
@@ -141,7 +140,7 @@ def test_failed_without_a_dead_letter_exchange_is_replayed(rig: Rig) -> None:
     queue = rig.queue()
     rig.channel.queue_bind(queue, rig.shop, key)
     event_id = rig.publish(key, b'{"payment":3}')
-    method, _, _ = rig.get(queue)
+    method = rig.take(queue, event_id)
     rig.channel.basic_reject(method.delivery_tag, requeue=False)  # gone: no DLX
     now_ms = (time.time_ns() - _T0) // 1_000_000
     consumer = process(
@@ -177,8 +176,8 @@ def test_a_whole_failure_group_goes_to_a_named_queue_with_an_edit(rig: Rig) -> N
     queue = rig.queue(dead_letter=True)
     rig.channel.queue_bind(queue, rig.shop, key)
     ids = [rig.publish(key, b'{"v":1}', type="group.test") for _ in range(3)]
-    for _ in ids:
-        method, _, _ = rig.get(queue)
+    for event_id in ids:
+        method = rig.take(queue, event_id)
         rig.channel.basic_reject(method.delivery_tag, requeue=False)
     for event_id in ids:
         rig.wait_orphan(event_id, "dead_lettered")
@@ -244,7 +243,7 @@ def test_loop_guard_refuses_a_message_redriven_too_often(rig: Rig) -> None:
     queue = rig.queue(dead_letter=True)
     rig.channel.queue_bind(queue, rig.shop, key)
     event_id = rig.publish(key, headers={"x-eventscope-redrive": 3})  # redriven three times already
-    method, _, _ = rig.get(queue)
+    method = rig.take(queue, event_id)
     rig.channel.basic_reject(method.delivery_tag, requeue=False)
     rig.wait_orphan(event_id, "dead_lettered")
     depth = rig.depth(rig.dlq)

@@ -60,8 +60,8 @@ def test_browsing_changes_nothing_and_the_confirmed_button_redrives(
     queue = rig.queue(dead_letter=True)
     rig.channel.queue_bind(queue, rig.shop, key)
     ids = [rig.publish(key, type="dash.test") for _ in range(2)]
-    for _ in ids:
-        method, _, _ = rig.get(queue)
+    for event_id in ids:
+        method = rig.take(queue, event_id)
         rig.channel.basic_reject(method.delivery_tag, requeue=False)
     for event_id in ids:
         rig.wait_orphan(event_id, "dead_lettered")
