@@ -52,6 +52,7 @@ def test_a_request_says_what_and_who() -> None:
         ({"group": {"colour": "red"}}, "group filters"),
         ({"queue": "dlq", "limit": 0}, "positive integer"),
         ({"queue": ""}, "queue name"),
+        ({"queue": "dlq", "dry_run": "false"}, "true or false"),
     ]:
         with pytest.raises(ValueError, match=message):
             RedriveRequest.from_json(bad, caller="api@x")

@@ -278,20 +278,23 @@ class Mover:
                     logger.debug("closing the redrive connection failed: %s", exc)
 
     def _check_queues(self, connection: pika.BlockingConnection, queue: str, to_queue: str | None) -> int:
-        for name, role in ((queue, "dead-letter queue"), (to_queue, "destination queue")):
-            if name is None:
-                continue
-            channel = connection.channel()
-            try:
-                declared = channel.queue_declare(name, passive=True)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code == 404:
-                    raise RedriveError(f"the {role} {name!r} does not exist; nothing moved") from None
-                raise RedriveError(f"the {role} {name!r}: {exc.reply_text}; nothing moved") from None
-            if name == queue:
-                depth = declared.method.message_count
-            channel.close()
+        """The dead-letter queue's depth, once both queues are known to exist."""
+        depth = self._check_queue(connection, queue, role="dead-letter queue")
+        if to_queue is not None:
+            self._check_queue(connection, to_queue, role="destination queue")
         return depth
+
+    @staticmethod
+    def _check_queue(connection: pika.BlockingConnection, name: str, *, role: str) -> int:
+        channel = connection.channel()
+        try:
+            declared = channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                raise RedriveError(f"the {role} {name!r} does not exist; nothing moved") from None
+            raise RedriveError(f"the {role} {name!r}: {exc.reply_text}; nothing moved") from None
+        channel.close()
+        return declared.method.message_count
 
     def _drain(
         self,
@@ -452,7 +455,7 @@ class Mover:
                     if connection is None:
                         connection = self._connect()
                         if to_queue is not None:
-                            self._check_queues(connection, to_queue, None)
+                            self._check_queue(connection, to_queue, role="destination queue")
                         channel = connection.channel()
                         channel.confirm_delivery()
                     if not channel.is_open:

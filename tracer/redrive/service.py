@@ -92,6 +92,9 @@ class RedriveRequest:
         limit = document.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             raise ValueError("limit must be a positive integer")
+        dry_run = document.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ValueError("dry_run must be true or false")
         actor = document.get("actor")
         if actor is not None and not isinstance(actor, str):
             raise ValueError("actor must be a string")
@@ -103,7 +106,7 @@ class RedriveRequest:
             group=dict(group),
             to_queue=to_queue,
             edit=Edit.parse(body=document.get("body"), headers=document.get("headers")),
-            dry_run=bool(document.get("dry_run", False)),
+            dry_run=dry_run,
             limit=limit,
         )
 

@@ -125,7 +125,12 @@ class CollectorConfig:
             raise ValueError("payload capture reads bodies from the firehose: it needs the firehose tap")
         if self.management_interval_s <= 0 or self.broker_flush_s <= 0:
             raise ValueError("management_interval_s and broker_flush_s must be positive")
-        redrive_api.check_config(allow_redrive=self.allow_redrive, token=self.token, amqp_url=self.amqp_url)
+        redrive_api.check_config(
+            allow_redrive=self.allow_redrive,
+            token=self.token,
+            amqp_url=self.amqp_url,
+            max_redrives=self.max_redrives,
+        )
 
 
 class Collector:

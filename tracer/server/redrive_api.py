@@ -45,8 +45,12 @@ logger = logging.getLogger(__name__)
 _MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
-def check_config(*, allow_redrive: bool, token: str | None, amqp_url: str | None) -> None:
+def check_config(
+    *, allow_redrive: bool, token: str | None, amqp_url: str | None, max_redrives: int = 3
+) -> None:
     """Fail fast on a configuration that would enable writes without protection."""
+    if max_redrives < 1:
+        raise ValueError("max_redrives (the loop guard) must be >= 1")
     if allow_redrive and not token:
         raise ValueError("--allow-redrive needs --token: the write endpoint is never open")
     if allow_redrive and not amqp_url:
