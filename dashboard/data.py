@@ -19,7 +19,6 @@ import streamlit as st
 
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.query.client import Source, SourceError, open_source
-from eventscope.tracer.redrive import browse as _redrive_browse  # noqa: F401  (registers its questions)
 
 __all__ = [
     "SourceError",
@@ -258,16 +257,24 @@ def upstream(event_id: str) -> pd.DataFrame:
     return frame(_answer("upstream", event_id=event_id))
 
 
+def _redrive_questions() -> None:
+    """Register the dead-letter questions (tracer/redrive/browse.py) for a database file too."""
+    from eventscope.tracer.redrive import browse  # noqa: F401
+
+
 def dead_letter_messages(**filters: Any) -> pd.DataFrame:
     """Dead letters still in their DLQ, as the collector recorded them (tracer/redrive/browse.py)."""
+    _redrive_questions()
     return frame(_answer("dead_letter_messages", **{k: v for k, v in filters.items() if v is not None}))
 
 
 def failure_groups() -> pd.DataFrame:
+    _redrive_questions()
     return frame(_answer("failure_groups"))
 
 
 def redrive_history(event_id: str) -> pd.DataFrame:
+    _redrive_questions()
     return frame(_answer("redrive_history", event_id=event_id))
 
 
