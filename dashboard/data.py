@@ -24,10 +24,12 @@ __all__ = [
     "SourceError",
     "alerts",
     "chain",
+    "dead_letter_messages",
     "describe_source",
     "event",
     "events_page",
     "facets",
+    "failure_groups",
     "fanout",
     "frame",
     "grace",
@@ -41,6 +43,7 @@ __all__ = [
     "orphans",
     "orphans_over_time",
     "rates",
+    "redrive_history",
     "run_sql",
     "schema",
     "sequence",
@@ -71,6 +74,12 @@ _TIME_COLUMNS = (
     "opened_at",
     "last_seen_at",
     "notified_at",
+    "observed_at",
+    "requested_at",
+    "delivered_at",
+    "last_redrive_at",
+    "first_seen",
+    "last_seen",
 )
 
 Spec = tuple[str | None, str | None, str | None]
@@ -253,6 +262,27 @@ def chain(event_id: str) -> dict[str, pd.DataFrame]:
 
 def upstream(event_id: str) -> pd.DataFrame:
     return frame(_answer("upstream", event_id=event_id))
+
+
+def _redrive_questions() -> None:
+    """Register the dead-letter questions (tracer/redrive/browse.py) for a database file too."""
+    from eventscope.tracer.redrive import browse  # noqa: F401
+
+
+def dead_letter_messages(**filters: Any) -> pd.DataFrame:
+    """Dead letters still in their DLQ, as the collector recorded them (tracer/redrive/browse.py)."""
+    _redrive_questions()
+    return frame(_answer("dead_letter_messages", **{k: v for k, v in filters.items() if v is not None}))
+
+
+def failure_groups() -> pd.DataFrame:
+    _redrive_questions()
+    return frame(_answer("failure_groups"))
+
+
+def redrive_history(event_id: str) -> pd.DataFrame:
+    _redrive_questions()
+    return frame(_answer("redrive_history", event_id=event_id))
 
 
 def topology() -> dict[str, pd.DataFrame]:

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from eventscope.dashboard import data, layout, sequence
+from eventscope.dashboard import data, layout, redrive, sequence
 
 st.title("Event / chain")
 event_id = st.text_input("Event id", value=st.query_params.get("event", ""), key="event_id").strip()
@@ -40,6 +40,8 @@ st.caption(
 for orphan in own_orphans.itertuples():
     queue = orphan.queue if isinstance(orphan.queue, str) else "(no queue)"
     st.error(f"Orphan: {orphan.reason} at {queue} ({orphan.age_s:.0f} s old)")
+
+redrive.event_section(event_id, orphan=not own_orphans.empty, facts=facts)
 
 payloads = detail["payloads"]
 own_payload = payloads[payloads["event_id"] == event_id] if not payloads.empty else payloads

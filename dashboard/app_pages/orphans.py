@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from eventscope.dashboard import data, layout, reasons
+from eventscope.dashboard import data, layout, reasons, redrive
 
 _ALL = "(all)"
 
@@ -56,6 +56,8 @@ else:
     chosen = st.selectbox("Open an orphan", list(labels))
     if chosen:
         layout.chain_link(labels[chosen], label=f"Open its chain: {chosen}")
+
+redrive.orphans_section()
 
 st.subheader("Fan-out completeness")
 st.caption(

@@ -152,6 +152,28 @@ def register(commands: Any) -> None:
         + ", ".join(sorted(DEFAULT_REDACT))
         + ")",
     )
+    redrive = collect.add_argument_group(
+        "redrive", "writing to the broker (docs/redrive.md): off unless asked for, and only with --token"
+    )
+    redrive.add_argument(
+        "--allow-redrive",
+        action="store_true",
+        help="enable POST /api/redrive (needs --token and --amqp-url; off by default)",
+    )
+    redrive.add_argument(
+        "--max-redrives",
+        type=int,
+        default=3,
+        metavar="N",
+        help="loop guard: refuse a message already redriven N times (default 3)",
+    )
+    redrive.add_argument(
+        "--redrive-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (besides the collector's own) allowed to call the write endpoint",
+    )
 
 
 def _alerts_config(args: argparse.Namespace) -> Any:
@@ -208,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
             management_url=args.management_url or None,
             management_interval_s=args.management_interval or 5.0,
             alerts=alerts,
+            allow_redrive=args.allow_redrive,
+            max_redrives=args.max_redrives,
+            redrive_origins=tuple(args.redrive_origin),
         )
     except ValueError as exc:  # options that do not go together, or grpcio missing for --grpc
         raise fail(str(exc), status=2) from None

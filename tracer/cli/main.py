@@ -1,8 +1,8 @@
 """The ``eventscope`` command: builds the parser from the command modules and dispatches.
 
 Each command group lives in its own module of this package (``collect``, ``read``: sql,
-orphans, chain, alerts; ``rules``, ``contracts``, ``dashboard``, ``demo``, ``doctor``). Adding a command is
-one line: write ``tracer/cli/NAME.py`` with ``register(commands)``, which adds its parser(s)
+orphans, chain, alerts; ``rules``, ``contracts``, ``redrive``, ``dashboard``, ``demo``,
+``doctor``). Adding a command is one line: write ``tracer/cli/NAME.py`` with ``register(commands)``, which adds its parser(s)
 to ``commands`` (the ``add_subparsers`` object) and sets, with ``set_defaults``:
 
 * ``handler``: ``(args) -> int``, the exit status;
@@ -36,7 +36,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("collect", "read", "rules", "contracts", "dashboard", "demo", "doctor")
+COMMANDS = ("collect", "read", "rules", "contracts", "redrive", "dashboard", "demo", "doctor")
 
 
 def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:

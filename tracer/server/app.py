@@ -27,7 +27,7 @@ from eventscope.tracer.ingest.http import HttpReceiver
 from eventscope.tracer.ingest.pipeline import Pipeline
 from eventscope.tracer.ingest.writer import Writer
 from eventscope.tracer.metrics import Family, labels
-from eventscope.tracer.server import api
+from eventscope.tracer.server import api, redrive_api
 from eventscope.tracer.server.config import CollectorConfig
 from eventscope.tracer.store.duckdb_store import Store
 
@@ -157,7 +157,7 @@ def create_app(collector: Collector) -> Starlette:
             await anyio.to_thread.run_sync(collector.close)
 
     app = Starlette(
-        routes=[collector.http.route(), *api.routes()],
+        routes=[collector.http.route(), *api.routes(), *redrive_api.ROUTES],
         lifespan=lifespan,
         middleware=[Middleware(api.BearerToken, token=collector.config.token)]
         if collector.config.token

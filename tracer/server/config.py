@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from eventscope.tracer.alerts.rules import AlertsConfig
 from eventscope.tracer.broker.payloads import PayloadCapture
+from eventscope.tracer.server import redrive_api
 
 __all__ = ["CollectorConfig"]
 
@@ -51,6 +52,9 @@ class CollectorConfig:
     broker_flush_s: float = 0.2  # how often the taps hand what they read to the writer
     capture: PayloadCapture | None = None  # keep published bodies (firehose only; payloads.py)
     alerts: AlertsConfig | None = None  # validated [alerts] of eventscope.toml (rules.load)
+    allow_redrive: bool = False  # POST /api/redrive (redrive_api.py); needs token and amqp_url
+    max_redrives: int = 3  # loop guard: a message redriven this many times is refused
+    redrive_origins: tuple[str, ...] = ()  # Origins besides the collector's own allowed to redrive
 
     def __post_init__(self) -> None:
         if self.max_body < 1:
@@ -67,3 +71,9 @@ class CollectorConfig:
             raise ValueError("payload capture reads bodies from the firehose: it needs the firehose tap")
         if self.management_interval_s <= 0 or self.broker_flush_s <= 0:
             raise ValueError("management_interval_s and broker_flush_s must be positive")
+        redrive_api.check_config(
+            allow_redrive=self.allow_redrive,
+            token=self.token,
+            amqp_url=self.amqp_url,
+            max_redrives=self.max_redrives,
+        )

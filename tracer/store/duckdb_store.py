@@ -60,6 +60,7 @@ _MIGRATIONS = {
     7: "schema_v7_spans.sql",
     8: "schema_v8_events.sql",
     9: "schema_v9_incidents.sql",
+    10: "schema_v10_redrives.sql",
     11: "schema_v11_contracts.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
@@ -715,6 +716,10 @@ class Store:
             con.execute(f"DELETE FROM incidents WHERE resolved_at < {cutoff}", [max_age_s])
             _rebuild_state(con)
 
+    def append_redrives(self, rows: pa.Table) -> None:
+        """Record redrives (rows built by ``eventscope.tracer.redrive.records``); writer thread only."""
+        self._insert_arrow("redrives", rows, plain=True)
+
     def close(self) -> None:
         """Checkpoint and close; idempotent."""
         with self._close_lock:
@@ -747,12 +752,15 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> list[int]:
         "CREATE TABLE IF NOT EXISTS schema_version "
         "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )
-    (current,) = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0]
+    done = {version for (version,) in connection.execute("SELECT version FROM schema_version").fetchall()}
+    current = max(done, default=0)
     if current > SCHEMA_VERSION:
         raise RuntimeError(
             f"database schema version {current} is newer than this eventscope ({SCHEMA_VERSION}): upgrade"
         )
-    applied = [version for version in sorted(_MIGRATIONS) if version > current]
+    # every version not applied yet, in order: numbers are assigned to branches in advance, so a
+    # file may have a later one (created before an earlier one merged) and still lack that one
+    applied = [version for version in sorted(_MIGRATIONS) if version not in done]
     for version in applied:
         with transaction(connection):
             connection.execute(_read_sql(_MIGRATIONS[version]))

@@ -70,6 +70,7 @@ WITH
         FROM ev e
         LEFT JOIN direct_replies r USING (event_id)
         WHERE e.routed_queues IS NOT NULL AND len(e.routed_queues) = 0
+          -- replayed (docs/redrive.md) and delivered since: its deliveries decide (below)
           AND NOT EXISTS (SELECT 1 FROM dels d WHERE d.event_id = e.event_id)
         UNION ALL
         -- without broker truth, a direct reply nobody received had no queue to wait in
