@@ -2,8 +2,9 @@
 
 Each command group lives in its own module of this package (``collect``, ``read``: sql,
 orphans, chain, alerts; ``rules``, ``contracts``, ``redrive``, ``dashboard``, ``demo``,
-``doctor``). Adding a command is one line: write ``tracer/cli/NAME.py`` with ``register(commands)``, which adds its parser(s)
-to ``commands`` (the ``add_subparsers`` object) and sets, with ``set_defaults``:
+``doctor``). Adding a command is one line: write ``tracer/cli/NAME.py`` with
+``register(commands)``, which adds its parser(s) to ``commands`` (the ``add_subparsers``
+object) and sets, with ``set_defaults``:
 
 * ``handler``: ``(args) -> int``, the exit status;
 * ``needs``: the extra it imports (``"collector"``, ``"dashboard"``, ``"demo"``), if any;
