@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=_DEFAULT_DB, metavar="PATH", help=f"DuckDB file (default {_DEFAULT_DB})"
     )
     collect.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL instead of --db: duckdb:///FILE, chdb:///DIR, clickhouse://HOST:8123/DB",
+    )
+    collect.add_argument(
         "--listen",
         type=_listen,
         default=_listen(_DEFAULT_LISTEN),
@@ -362,7 +367,7 @@ def _collect(args: argparse.Namespace) -> int:
             return 1
     try:
         config = CollectorConfig(
-            db_path=args.db,
+            db_path=args.store or args.db,
             grace_s=args.grace,
             retention_s=args.retention,
             max_body=args.max_body,
@@ -469,6 +474,9 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--db", metavar="PATH", help="DuckDB file to open read-only (no collector running)")
     target.add_argument(
+        "--store", metavar="URL", help="store URL: duckdb:///FILE, chdb:///DIR, clickhouse://HOST:8123/DB"
+    )
+    target.add_argument(
         "--api", metavar="URL", help=f"collector base URL (default $EVENTSCOPE_API or {_DEFAULT_API})"
     )
     parser.add_argument(
@@ -480,7 +488,7 @@ def _read_command(args: argparse.Namespace) -> int:
     from eventscope.tracer.query.client import SourceError, open_source
 
     try:
-        source = open_source(db=args.db, api=args.api, token=args.token)
+        source = open_source(db=args.db, api=args.api, token=args.token, store=args.store)
         try:
             if args.command == "sql":
                 return _sql(source, args)

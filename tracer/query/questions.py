@@ -15,6 +15,7 @@ import base64
 import contextlib
 import datetime as dt
 import decimal
+import functools
 import logging
 import math
 import re
@@ -130,6 +131,14 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _own(connection: Any, question: str) -> Any:
+    """The backend hook: a store other than DuckDB (tracer/store/clickhouse) answers a question
+    in its own SQL through its connection's ``answer(question, ...)``; None for DuckDB.
+    """
+    answer = getattr(connection, "answer", None)
+    return None if answer is None else functools.partial(answer, question)
+
+
 def run_sql(
     connection: duckdb.DuckDBPyConnection,
     sql: str,
@@ -139,6 +148,8 @@ def run_sql(
     arrow: bool = False,
 ) -> SqlResult:
     """Run one untrusted read-only statement; at most ``max_rows`` rows (``None``: all)."""
+    if (own := _own(connection, "run_sql")) is not None:
+        return own(sql, max_rows=max_rows, timeout_s=timeout_s, arrow=arrow)
     try:
         statements = connection.extract_statements(sql)
     except duckdb.Error as exc:
@@ -281,6 +292,8 @@ def orphans(
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Orphans, newest first; ``grace_s`` overrides the collector's grace."""
+    if (own := _own(connection, "orphans")) is not None:
+        return own(reason=reason, grace_s=grace_s, limit=limit)
     if grace_s is None:
         return _records(connection, _ORPHANS, {"reason": reason, "limit": limit})
     return _records(
@@ -298,11 +311,15 @@ FROM orphans GROUP BY ALL ORDER BY ALL
 
 def orphan_gauges(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Orphans by reason, queue and event type (the Prometheus gauges of /metrics)."""
+    if (own := _own(connection, "orphan_gauges")) is not None:
+        return own()
     return _records(connection, _ORPHAN_GAUGES, {})
 
 
 def orphan_counts(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """How many orphans there are of each reason (for /metrics and the overview)."""
+    if (own := _own(connection, "orphan_counts")) is not None:
+        return own()
     return {row["reason"]: row["n"] for row in _records(connection, _ORPHAN_COUNTS, {})}
 
 
@@ -310,6 +327,8 @@ def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any
     """One event with its deliveries, causes, effects, orphan rows and captured payload (or
     None); None if the event is unknown.
     """
+    if (own := _own(connection, "event")) is not None:
+        return own(event_id)
     params = {"event_id": event_id}
     found = _records(connection, _EVENT, params)
     if not found:
@@ -326,6 +345,8 @@ def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any
 
 def chain(connection: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[str, Any]]:
     """The event and everything downstream of it, with depth and cause, shallowest first."""
+    if (own := _own(connection, "chain")) is not None:
+        return own(event_id)
     return _records(connection, _CHAIN, {"event_id": event_id})
 
 

@@ -60,6 +60,7 @@ from eventscope.tracer.ingest.writer import DROP_POLICY, WriteQueueFull, Writer
 from eventscope.tracer.query import questions as queries
 from eventscope.tracer.query.client import ARROW_STREAM
 from eventscope.tracer.store.duckdb_store import Store
+from eventscope.tracer.store.urls import open_store
 
 if TYPE_CHECKING:
     from eventscope.tracer.ingest.grpc import GrpcReceiver
@@ -143,7 +144,7 @@ class Collector:
     @classmethod
     def open(cls, config: CollectorConfig) -> Collector:
         """Open the store (raises ``StoreLocked`` if another process holds it), start writing."""
-        store = Store.open(
+        store = open_store(  # db_path: a DuckDB file or a --store URL (store/urls.py)
             config.db_path, grace_s=config.grace_s, memory_limit=config.memory_limit, threads=config.threads
         )
         writer = Writer(store, max_pending=config.max_pending_batches, retention_s=config.retention_s).start()
