@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=_DEFAULT_DB, metavar="PATH", help=f"DuckDB file (default {_DEFAULT_DB})"
     )
     collect.add_argument(
+        "--tap-queue",
+        metavar="NAME",
+        help="durable, bounded tap queues eventscope.collector.<tap>.NAME that outlive the collector "
+        "and are shared by the instances using NAME (docs/sql.md)",
+    )
+    collect.add_argument(
         "--store",
         metavar="URL",
         help="store URL instead of --db: duckdb:///FILE, chdb:///DIR, clickhouse://HOST:8123/DB",
@@ -368,6 +374,7 @@ def _collect(args: argparse.Namespace) -> int:
     try:
         config = CollectorConfig(
             db_path=args.store or args.db,
+            tap_queue=args.tap_queue,
             grace_s=args.grace,
             retention_s=args.retention,
             max_body=args.max_body,

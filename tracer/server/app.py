@@ -105,6 +105,7 @@ class CollectorConfig:
     management_interval_s: float = 5.0
     broker_flush_s: float = 0.2  # how often the taps hand what they read to the writer
     capture: PayloadCapture | None = None  # keep published bodies (firehose only; payloads.py)
+    tap_queue: str | None = None  # durable, bounded tap queues shared by a deployment (broker/tap.py)
     alerts: AlertsConfig | None = None  # validated [alerts] of eventscope.toml (rules.load)
 
     def __post_init__(self) -> None:
@@ -164,6 +165,7 @@ class Collector:
                     management_interval_s=config.management_interval_s,
                     flush_interval_s=config.broker_flush_s,
                     capture=config.capture,
+                    tap_queue=config.tap_queue,
                 ).start()
         except BaseException:
             if engine is not None:
