@@ -104,6 +104,7 @@ DELIVERIES = (
     "SELECT event_id, queue, coalesce(outcome, '') AS outcome, source FROM deliveries "
     "WHERE event_id IS NOT NULL ORDER BY 1, 2, 3, 4"
 )
+ROOTS = "SELECT event_id FROM events WHERE causation_id IS NULL ORDER BY 1"
 EVENTS = "SELECT event_id, source, exchange, routing_key FROM events ORDER BY 1"
 
 

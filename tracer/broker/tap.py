@@ -2,9 +2,10 @@
 
 The firehose tap and the dead-letter tap differ only in what they bind and how they read a
 message; the rest is shared here, once: a plain pika connection (never instrumented, named
-``eventscope collector <queue>`` so operators can find it), a queue of its own, batches handed to a sink and acknowledged only after the
-sink returns (at-least-once: a record is stored before the broker forgets it; the store's
-idempotence removes replays), and reconnection with backoff after broker restarts.
+``eventscope collector <queue>`` so operators can find it), a queue of its own (below),
+batches handed to a sink and acknowledged only after the sink returns (at-least-once: a
+record is stored before the broker forgets it; the store's idempotence removes replays),
+and reconnection with backoff after broker restarts.
 
 What callers can rely on: ``sink`` is called from the tap's thread, with at most
 ``batch_size`` items, at least every ``flush_interval_s`` while messages arrive; if it

@@ -98,7 +98,8 @@ def open_chdb(path: str) -> ChdbEngine:
         if _SESSION is not None:
             if _SESSION[0] != path:
                 raise RuntimeError(
-                    f"this process already uses the chDB data path {_SESSION[0]!r}; chDB allows one per process"
+                    f"this process already uses the chDB data path {_SESSION[0]!r}; "
+                    "chDB allows one per process"
                 )
             return ChdbEngine(path, _SESSION[1])
         try:

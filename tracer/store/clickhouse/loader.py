@@ -3,7 +3,7 @@ exporter writes them (its ``pushTraceData``): ``Timestamp`` = start (ns), lowerc
 (``""`` for none), ``SpanKind`` / ``StatusCode`` as the collector's ``traceutil`` spells them
 (``Producer``, ``Consumer``, ``Error``, ``Unset`` ...), ``ServiceName`` from the resource's
 ``service.name``, every attribute value as its string (``AsString``: ``"42"``, ``"true"``,
-JSON for arrays and maps), ``Duration`` = end − start in ns, Events and Links as the
+JSON for arrays and maps), ``Duration`` = end - start in ns, Events and Links as the
 Nested columns' parallel arrays.
 
 Two inputs: an ``ExportTraceServiceRequest`` (:func:`rows_from_request`; for tests, bench and

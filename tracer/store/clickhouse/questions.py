@@ -41,8 +41,9 @@ SELECT c.event_id AS event_id, c.depth AS depth, c.cause_event_id AS cause_event
        e.producer_service AS producer_service, e.published_at AS published_at,
        coalesce(n.deliveries, 0) AS deliveries
 FROM chain(event_id = {event_id:String}) AS c
-LEFT JOIN (SELECT * FROM events WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))) AS e
-    ON e.event_id = c.event_id
+LEFT JOIN (
+    SELECT * FROM events WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))
+) AS e ON e.event_id = c.event_id
 LEFT JOIN (
     SELECT event_id, count() AS deliveries FROM deliveries
     WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))
