@@ -144,16 +144,16 @@ WITH
 SELECT
     if(s.found, s.event_id, f.event_id) AS event_id,
     if(s.found, s.queue, f.queue) AS queue,
-    s.consumer_service AS consumer_service,
+    if(s.found, s.consumer_service, NULL) AS consumer_service,
     if(s.found, s.received_at, f.received_at) AS received_at,
-    s.settled_at AS settled_at,
-    s.outcome AS outcome,
+    if(s.found, s.settled_at, NULL) AS settled_at,
+    if(s.found, s.outcome, NULL) AS outcome,
     if(f.found, f.redelivered, s.redelivered) AS redelivered,
-    s.error AS error,
-    s.trace_id AS trace_id,
-    s.span_id AS span_id,
+    if(s.found, s.error, NULL) AS error,
+    if(s.found, s.trace_id, NULL) AS trace_id,
+    if(s.found, s.span_id, NULL) AS span_id,
     multiIf(s.found AND f.found, 'both', s.found, 'span', 'firehose') AS source,
-    f.record_id AS record_id
+    if(f.found, f.record_id, NULL) AS record_id
 FROM (SELECT *, true AS found FROM spans_side) AS s
 FULL OUTER JOIN (SELECT *, true AS found FROM records_side) AS f
     ON s.event_id = f.event_id AND s.queue = f.queue

@@ -1,0 +1,111 @@
+"""The same questions on chDB (ClickHouse's engine) next to DuckDB, same machine, same data.
+
+``python bench/clickhouse.py --events 100000 [--events 1000000]`` builds both stores from the
+synthetic span batches of ``bench/collector.py`` (adapter-shaped PRODUCER/CONSUMER spans, a
+depth-50 chain and a 1,000-event fan-out), then times: loading (rows/s through each store's
+``append``), the orphans (whole, and a recent window), ``chain()`` of the depth-50 root and of
+the fan-out root, and what an insert of a fixed 10k-span batch costs at this table size (the
+derive cost: span_messages is filled by a materialized view, so it should not grow with the
+table). Figures go to bench/README.md. chDB holds one data path per process: one run, one
+directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from collector import Dataset
+
+from eventscope.tracer.store.clickhouse.engine import open_chdb
+from eventscope.tracer.store.clickhouse.store import ClickHouseStore
+from eventscope.tracer.store.duckdb_store import Store
+
+_REPEAT = 3
+
+
+def _best(action: Any, repeat: int = _REPEAT) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1000
+
+
+def _load(store: Any, data: Dataset) -> tuple[float, int]:
+    rows = 0
+    t = time.perf_counter()
+    for batch in data.batches():
+        store.append([batch])
+        rows += len(batch.spans)
+    return time.perf_counter() - t, rows
+
+
+def run(events: int, root: Path) -> dict[str, float]:
+    figures: dict[str, float] = {"events": events}
+    duck_data, ch_data = Dataset(events), Dataset(events)
+    duck = Store.open(root / f"bench-{events}.duckdb")
+    seconds, spans = _load(duck, duck_data)
+    figures["duckdb_load_spans_per_s"] = spans / seconds
+    ch = ClickHouseStore(open_chdb(str(root / "chdb")), f"chdb://{root / 'chdb'}")
+    for table in ("otel_traces", "span_messages", "broker_events", "broker_deliveries"):
+        ch.engine.command(f"TRUNCATE TABLE {table}")
+    seconds, spans = _load(ch, ch_data)
+    figures["chdb_load_spans_per_s"] = spans / seconds
+    con = duck.reader()
+    q = ch.engine.query_arrow
+    figures["duckdb_orphans_ms"] = _best(
+        lambda: con.execute("SELECT count(*) FROM orphans_after(30)").fetchall()
+    )
+    figures["chdb_orphans_ms"] = _best(lambda: q("SELECT count() FROM orphans_after(grace_s = 30)"))
+    recent = "WHERE published_at > now() - INTERVAL 60 SECOND"
+    figures["duckdb_orphans_recent_ms"] = _best(
+        lambda: con.execute(f"SELECT count(*) FROM orphans_after(30) {recent}").fetchall()
+    )
+    figures["chdb_orphans_recent_ms"] = _best(
+        lambda: q(f"SELECT count() FROM orphans_after(grace_s = 30) {recent}")
+    )
+    for name, root_id in (("depth50", duck_data.depth_root), ("fanout1000", duck_data.fan_root)):
+        figures[f"duckdb_chain_{name}_ms"] = _best(
+            lambda r=root_id: con.execute("SELECT count(*) FROM chain(?)", [r]).fetchall()
+        )
+        figures[f"chdb_chain_{name}_ms"] = _best(
+            lambda r=root_id: q("SELECT count() FROM chain(event_id = {r:String})", {"r": r})
+        )
+    extra_batches = list(Dataset(3400, seed=11).batches())[1:]
+    t = time.perf_counter()
+    for batch in extra_batches:
+        ch.append([batch])
+    figures["chdb_insert_10k_spans_ms"] = (time.perf_counter() - t) * 1000
+    con.close()
+    duck.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, action="append", help="events per store (repeatable)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        for events in args.events or [100_000]:
+            figures = run(events, Path(tmp))
+            for key, value in figures.items():
+                print(f"{key:32} {value:12.1f}")
+            ratios = [
+                figures[f"chdb_{k}_ms"] / max(figures[f"duckdb_{k}_ms"], 1e-3)
+                for k in ("orphans", "orphans_recent", "chain_depth50", "chain_fanout1000")
+            ]
+            print(f"{'chdb/duckdb (median of questions)':32} {statistics.median(ratios):12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
