@@ -31,6 +31,11 @@ from eventscope.tracer.store.duckdb_store import Store
 _REPEAT = 3
 
 
+def _note(figures: dict[str, float], key: str, value: float) -> None:
+    figures[key] = value
+    print(f"{key:32} {value:12.1f}", flush=True)
+
+
 def _best(action: Any, repeat: int = _REPEAT) -> float:
     times = []
     for _ in range(repeat):
@@ -54,37 +59,37 @@ def run(events: int, root: Path) -> dict[str, float]:
     duck_data, ch_data = Dataset(events), Dataset(events)
     duck = Store.open(root / f"bench-{events}.duckdb")
     seconds, spans = _load(duck, duck_data)
-    figures["duckdb_load_spans_per_s"] = spans / seconds
+    _note(figures, "duckdb_load_spans_per_s", spans / seconds)
     ch = ClickHouseStore(open_chdb(str(root / "chdb")), f"chdb://{root / 'chdb'}")
     for table in ("otel_traces", "span_messages", "broker_events", "broker_deliveries"):
         ch.engine.command(f"TRUNCATE TABLE {table}")
     seconds, spans = _load(ch, ch_data)
-    figures["chdb_load_spans_per_s"] = spans / seconds
+    _note(figures, "chdb_load_spans_per_s", spans / seconds)
     con = duck.reader()
     q = ch.engine.query_arrow
-    figures["duckdb_orphans_ms"] = _best(
-        lambda: con.execute("SELECT count(*) FROM orphans_after(30)").fetchall()
-    )
-    figures["chdb_orphans_ms"] = _best(lambda: q("SELECT count() FROM orphans_after(grace_s = 30)"))
-    recent = "WHERE published_at > now() - INTERVAL 60 SECOND"
-    figures["duckdb_orphans_recent_ms"] = _best(
-        lambda: con.execute(f"SELECT count(*) FROM orphans_after(30) {recent}").fetchall()
-    )
-    figures["chdb_orphans_recent_ms"] = _best(
-        lambda: q(f"SELECT count() FROM orphans_after(grace_s = 30) {recent}")
-    )
+    orphans = "SELECT count(*) FROM orphans_after(30)"
+    ch_orphans = "SELECT count() FROM orphans_after(grace_s = 30)"
+    recent = " WHERE published_at > now() - INTERVAL 60 SECOND"
+    _note(figures, "duckdb_orphans_ms", _best(lambda: con.execute(orphans).fetchall()))
+    _note(figures, "chdb_orphans_ms", _best(lambda: q(ch_orphans)))
+    _note(figures, "duckdb_orphans_recent_ms", _best(lambda: con.execute(orphans + recent).fetchall()))
+    _note(figures, "chdb_orphans_recent_ms", _best(lambda: q(ch_orphans + recent)))
     for name, root_id in (("depth50", duck_data.depth_root), ("fanout1000", duck_data.fan_root)):
-        figures[f"duckdb_chain_{name}_ms"] = _best(
-            lambda r=root_id: con.execute("SELECT count(*) FROM chain(?)", [r]).fetchall()
+        _note(
+            figures,
+            f"duckdb_chain_{name}_ms",
+            _best(lambda r=root_id: con.execute("SELECT count(*) FROM chain(?)", [r]).fetchall()),
         )
-        figures[f"chdb_chain_{name}_ms"] = _best(
-            lambda r=root_id: q("SELECT count() FROM chain(event_id = {r:String})", {"r": r})
+        _note(
+            figures,
+            f"chdb_chain_{name}_ms",
+            _best(lambda r=root_id: q("SELECT count() FROM chain(event_id = {r:String})", {"r": r})),
         )
-    extra_batches = list(Dataset(3400, seed=11).batches())[1:]
+    extra_batches = list(Dataset(3400, seed=11).batches())[1:]  # ~10k spans
     t = time.perf_counter()
     for batch in extra_batches:
         ch.append([batch])
-    figures["chdb_insert_10k_spans_ms"] = (time.perf_counter() - t) * 1000
+    _note(figures, "chdb_insert_10k_spans_ms", (time.perf_counter() - t) * 1000)
     con.close()
     duck.close()
     return figures
@@ -97,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for events in args.events or [100_000]:
             figures = run(events, Path(tmp))
-            for key, value in figures.items():
-                print(f"{key:32} {value:12.1f}")
             ratios = [
                 figures[f"chdb_{k}_ms"] / max(figures[f"duckdb_{k}_ms"], 1e-3)
                 for k in ("orphans", "orphans_recent", "chain_depth50", "chain_fanout1000")

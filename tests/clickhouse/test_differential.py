@@ -182,3 +182,17 @@ def test_duckdb_and_chdb_give_the_same_answers(collectors: tuple[str, str], amqp
     assert got["chains"] == expected["chains"]
     assert got["events"] == expected["events"]
     assert any(len(chain) > 1 for chain in expected["chains"].values())
+
+    # the command line, as a user types it: `eventscope sql --api URL` against each collector
+    printed = [
+        subprocess.run(
+            [*CLI, "sql", "--api", url, "--format", "csv", ORPHANS],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for url in (duck, chdb)
+    ]
+    assert printed[0].count("\n") == len(expected["orphans"]) + 1
+    assert printed[1] == printed[0]

@@ -84,7 +84,7 @@ SETTINGS join_use_nulls = 1;
 -- The producer span of each span key that has one, for deliveries without a message id.
 CREATE OR REPLACE VIEW _producer_keys AS
 SELECT trace_id, span_id, coalesce(message_id, concat('otel-', trace_id, '-', span_id)) AS event_id
-FROM span_messages
+FROM span_messages FINAL
 WHERE op = 'send';
 
 -- Consumer spans, their event resolved (message id, else the producer span they link to or
@@ -181,10 +181,19 @@ WITH
         WHERE TraceId IN (SELECT trace_id FROM candidates)
     ),
     consumer_events AS (
-        SELECT trace_id, span_id, any(event_id) AS event_id
-        FROM _span_deliveries
-        WHERE trace_id IN (SELECT trace_id FROM candidates)
-        GROUP BY trace_id, span_id
+        -- the delivery spans of those traces only, their event by message id or parent producer
+        SELECT d.trace_id AS trace_id, d.span_id AS span_id,
+               coalesce(d.message_id, nullIf(pk.event_id, '')) AS event_id
+        FROM (
+            SELECT trace_id, span_id, parent_span_id, message_id
+            FROM span_messages FINAL
+            WHERE op IN ('process', 'receive') AND trace_id IN (SELECT trace_id FROM candidates)
+        ) AS d
+        LEFT JOIN (
+            SELECT trace_id, span_id, coalesce(message_id, concat('otel-', trace_id, '-', span_id)) AS event_id
+            FROM span_messages FINAL
+            WHERE op = 'send' AND trace_id IN (SELECT trace_id FROM candidates)
+        ) AS pk ON pk.trace_id = d.trace_id AND pk.span_id = d.parent_span_id
     )
 SELECT ce.event_id AS cause_event_id, c.effect AS effect_event_id, 'parentage' AS via
 FROM candidates c
