@@ -122,7 +122,7 @@ class CollectorConfig:
         if self.capture is not None and not self.firehose:
             raise ValueError("payload capture reads bodies from the firehose: it needs the firehose tap")
         if self.alerts is not None and "://" in self.db_path and not self.db_path.startswith("duckdb://"):
-            raise ValueError("alerts are evaluated on the DuckDB store only, not yet on --store " + self.db_path)
+            raise ValueError(f"alerts run on the DuckDB store only, not yet on --store {self.db_path}")
         if self.management_interval_s <= 0 or self.broker_flush_s <= 0:
             raise ValueError("management_interval_s and broker_flush_s must be positive")
 
