@@ -96,11 +96,13 @@ def run(events: int, root: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _REPEAT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, action="append", help="events per store (repeatable)")
-    parser.add_argument("--repeat", type=int, default=_REPEAT, help="timed runs per question (best kept)")
+    parser.add_argument(
+        "--repeat", type=int, default=_REPEAT, help="timed runs per question (the best is kept)"
+    )
     args = parser.parse_args(argv)
-    global _REPEAT
     _REPEAT = max(1, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         for events in args.events or [100_000]:
