@@ -29,7 +29,6 @@ from tests.deploy.manifests import (
     load_yaml,
     option,
     pipeline_components,
-    without,
 )
 
 OTEL_IMAGE = re.compile(r"^otel/opentelemetry-collector-contrib:(\d+)\.(\d+)\.(\d+)$")
@@ -92,8 +91,6 @@ def test_our_commands_parse_with_the_real_cli(services):
     parsed = {}
     for name, service in ours.items():
         argv = command(service)
-        if "--store" in argv:  # the ClickHouse store's flag (issue 12): the rest must parse
-            argv = without(argv, "--store")
         parsed[name] = parser.parse_args(argv)
     assert parsed["collector"].command == "collect"
     assert parsed["collector"].firehose and parsed["collector"].amqp_url.startswith(
@@ -105,9 +102,10 @@ def test_our_commands_parse_with_the_real_cli(services):
     assert tap.command == "collect" and tap.firehose and tap.grpc is None  # no span path at scale
     assert "--db" not in command(ours["broker-tap"])
     assert tap.amqp_url == parsed["collector"].amqp_url
-    assert (
-        parsed["dashboard-clickhouse"].command == "dashboard" and parsed["dashboard-clickhouse"].api is None
-    )
+    assert tap.store.startswith("clickhouse://")
+    # the ClickHouse dashboard reads through the broker tap's API (the tap serves the store's answers)
+    dashboard = parsed["dashboard-clickhouse"]
+    assert dashboard.command == "dashboard" and urlparse(dashboard.api).hostname == "broker-tap"
 
 
 def test_ports_urls_and_healthchecks_agree(services):
@@ -234,8 +232,8 @@ def test_the_scale_profile_wires_the_load_balancer_gateways_and_clickhouse(servi
     ):
         for name in replicas:
             assert services[name]["environment"][variable] == env[variable], variable
-    # the broker tap and the dashboard use the same ClickHouse, database and user over HTTP
-    for name in ("broker-tap", "dashboard-clickhouse"):
+    # the broker tap uses that ClickHouse, database and user over HTTP
+    for name in ("broker-tap",):
         store = urlparse(option(command(services[name]), "--store"))
         assert (store.scheme, store.hostname, store.port) == ("clickhouse", "clickhouse", 8123), name
         assert store.path == f"/{env['CLICKHOUSE_DB']}" and store.username == env["CLICKHOUSE_USER"]

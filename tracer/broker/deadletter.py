@@ -188,7 +188,7 @@ class DeadLetterTap(AmqpTap[DeadLetter]):
                 )
 
     def _declare(self, connection: pika.BlockingConnection, channel: Any) -> None:
-        channel.queue_declare(self.queue, exclusive=True, auto_delete=True)
+        self._declare_queue(channel)
         with self._lock:
             self._bound = set()
         self._retry_at = {}

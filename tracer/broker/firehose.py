@@ -253,7 +253,7 @@ class FirehoseTap(AmqpTap[FirehoseRecord]):
         self.capture = capture
 
     def _declare(self, connection: pika.BlockingConnection, channel: Any) -> None:
-        channel.queue_declare(self.queue, exclusive=True, auto_delete=True)
+        self._declare_queue(channel)
         channel.queue_bind(self.queue, TRACE_EXCHANGE, "publish.#")
         channel.queue_bind(self.queue, TRACE_EXCHANGE, "deliver.#")
 

@@ -60,6 +60,7 @@ class BrokerReceivers:
         management_interval_s: float = 5.0,
         flush_interval_s: float = 0.2,
         capture: PayloadCapture | None = None,
+        tap_queue: str | None = None,
     ) -> None:
         if (firehose or dlx) and not amqp_url:
             raise ValueError("the firehose and dead-letter taps need an AMQP URL (--amqp-url)")
@@ -75,11 +76,19 @@ class BrokerReceivers:
         if firehose and self.parameters is not None:
             self.tracing = self._turn_tracing_on(trace_on)
             self.firehose = FirehoseTap(
-                self.parameters, self._write_firehose, flush_interval_s=flush_interval_s, capture=capture
+                self.parameters,
+                self._write_firehose,
+                flush_interval_s=flush_interval_s,
+                capture=capture,
+                durable_name=tap_queue,
             )
         if self.parameters is not None and (dlx or management_url):
             self.dead_letters = DeadLetterTap(
-                self.parameters, self._write_dead_letters, exchanges=dlx, flush_interval_s=flush_interval_s
+                self.parameters,
+                self._write_dead_letters,
+                exchanges=dlx,
+                flush_interval_s=flush_interval_s,
+                durable_name=tap_queue,
             )
         if management_url:
             listeners = (self.dead_letters.watch,) if self.dead_letters is not None else ()

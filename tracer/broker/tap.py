@@ -2,16 +2,27 @@
 
 The firehose tap and the dead-letter tap differ only in what they bind and how they read a
 message; the rest is shared here, once: a plain pika connection (never instrumented, named
-``eventscope collector <queue>`` so operators can find it), an exclusive queue named
-``eventscope.collector.<tap>.<id>``, batches handed to a sink and acknowledged only after the
-sink returns (at-least-once: a record is stored before the broker forgets it; the store's
-idempotence removes replays), and reconnection with backoff after broker restarts.
+``eventscope collector <queue>`` so operators can find it), a queue of its own (below),
+batches handed to a sink and acknowledged only after the sink returns (at-least-once: a
+record is stored before the broker forgets it; the store's idempotence removes replays),
+and reconnection with backoff after broker restarts.
 
 What callers can rely on: ``sink`` is called from the tap's thread, with at most
 ``batch_size`` items, at least every ``flush_interval_s`` while messages arrive; if it
 raises, the batch goes back to the queue (counted in ``sink_failures``) and comes again.
 ``connected`` is set while the tap consumes; ``reconnects`` counts connections made after
 the first one. ``stop()`` flushes what was read and ends the thread.
+
+The queue: by default exclusive, ``eventscope.collector.<tap>.<id>``, gone with the
+connection (what is published while the collector is down is lost). With ``durable_name``
+it is ``eventscope.collector.<tap>.<durable_name>``: durable, not exclusive, so it outlives
+the collector (a deploy, a crash) and the instances of one deployment that share the name
+consume it as competing consumers. It is bounded so that a long outage cannot hurt the
+broker: ``x-max-length`` (``max_length`` records) and ``x-max-length-bytes`` (``max_bytes``)
+with ``x-overflow = drop-head`` — the *oldest* records are dropped first, the newest kept.
+The broker does not count what it drops, so the tap reports ``backlog`` (the records waiting
+when it connected) and ``capped`` (that backlog was at a cap: records were dropped); the log
+says so too. Delete the queue (``rabbitmqctl delete_queue``) when a deployment is retired.
 """
 
 from __future__ import annotations
@@ -38,6 +49,9 @@ _DEFAULT_FLUSH_S = 0.2
 _DEFAULT_PREFETCH = 2000
 _RECONNECT_MIN_S = 0.5
 _RECONNECT_MAX_S = 10.0
+_DEFAULT_MAX_LENGTH = 1_000_000  # records a durable tap queue keeps while no collector reads it
+_DEFAULT_MAX_BYTES = 1 << 30
+DURABLE_DROP_POLICY = "drop-head"
 
 T = TypeVar("T")
 
@@ -55,15 +69,25 @@ class AmqpTap(Worker, Generic[T]):
         batch_size: int = _DEFAULT_BATCH,
         flush_interval_s: float = _DEFAULT_FLUSH_S,
         prefetch: int = _DEFAULT_PREFETCH,
+        durable_name: str | None = None,
+        max_length: int = _DEFAULT_MAX_LENGTH,
+        max_bytes: int = _DEFAULT_MAX_BYTES,
     ) -> None:
         if batch_size < 1 or flush_interval_s <= 0:
             raise ValueError("batch_size must be >= 1 and flush_interval_s > 0")
+        if durable_name is not None and (not durable_name or max_length < 1 or max_bytes < 1):
+            raise ValueError("durable_name must be non-empty, max_length and max_bytes >= 1")
         self.parameters = parameters
         self.sink = sink
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.prefetch = max(prefetch, batch_size)
-        self.queue = f"{COLLECTOR_QUEUE_PREFIX}{self.name}.{uuid.uuid4().hex[:12]}"
+        self.durable_name = durable_name
+        self.max_length = max_length
+        self.max_bytes = max_bytes
+        self.queue = f"{COLLECTOR_QUEUE_PREFIX}{self.name}.{durable_name or uuid.uuid4().hex[:12]}"
+        self.backlog: int | None = None
+        self.capped = False
         self.received = 0
         self.skipped = 0
         self.sink_failures = 0
@@ -75,8 +99,35 @@ class AmqpTap(Worker, Generic[T]):
 
     # -- for subclasses ---------------------------------------------------------------------
     def _declare(self, connection: pika.BlockingConnection, channel: Any) -> None:
-        """Declare and bind ``self.queue`` (exclusive: it goes with the connection)."""
+        """Declare (:meth:`_declare_queue`) and bind ``self.queue``."""
         raise NotImplementedError
+
+    def _declare_queue(self, channel: Any) -> None:
+        """The tap's queue: exclusive, or durable and bounded with ``durable_name`` (module doc)."""
+        if self.durable_name is None:
+            channel.queue_declare(self.queue, exclusive=True, auto_delete=True)
+            return
+        ok = channel.queue_declare(
+            self.queue,
+            durable=True,
+            arguments={
+                "x-max-length": self.max_length,
+                "x-max-length-bytes": self.max_bytes,
+                "x-overflow": DURABLE_DROP_POLICY,
+            },
+        )
+        self.backlog = ok.method.message_count
+        self.capped = self.backlog >= self.max_length
+        if self.capped:
+            logger.warning(
+                "%s tap: %s holds %d records, its cap: the oldest records were dropped (%s)",
+                self.name,
+                self.queue,
+                self.backlog,
+                DURABLE_DROP_POLICY,
+            )
+        elif self.backlog:
+            logger.info("%s tap: %d records waited in %s", self.name, self.backlog, self.queue)
 
     def _parse(self, method: Any, properties: Any, body: bytes, observed_at_ns: int) -> T | None:
         """One message → one item for the sink, or ``None`` to skip it (counted)."""
@@ -168,6 +219,9 @@ class AmqpTap(Worker, Generic[T]):
         return {
             "connected": self.connected.is_set(),
             "queue": self.queue,
+            "durable": self.durable_name is not None,
+            "backlog": self.backlog,
+            "capped": self.capped,
             "received": self.received,
             "reconnects": self.reconnects,
             "sink_failures": self.sink_failures,

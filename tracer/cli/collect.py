@@ -39,6 +39,17 @@ def register(commands: Any) -> None:
         help=f"DuckDB file (default {_DEFAULT_DB}; $EVENTSCOPE_DB)",
     )
     collect.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL instead of --db: duckdb:///FILE, chdb:///DIR, clickhouse://HOST:8123/DB",
+    )
+    collect.add_argument(
+        "--tap-queue",
+        metavar="NAME",
+        help="durable, bounded tap queues eventscope.collector.<tap>.NAME that outlive the collector "
+        "and are shared by the instances using NAME (docs/sql.md)",
+    )
+    collect.add_argument(
         "--listen",
         type=options.listen,
         default=options.listen(_DEFAULT_LISTEN),
@@ -214,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
     host, port = args.listen
     try:
         config = CollectorConfig(
-            db_path=args.db,
+            db_path=args.store or args.db,
+            tap_queue=args.tap_queue,
             grace_s=args.grace,
             retention_s=args.retention,
             max_body=args.max_body,

@@ -35,6 +35,15 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from eventscope.dashboard import server
 
+    store = getattr(args, "store", None)
+    if store:
+        if not store.startswith("duckdb:///"):
+            raise read.fail(
+                "the dashboard reads a ClickHouse store through the collector that writes it: "
+                "--api http://HOST:4318 (docs/scaling.md)",
+                status=2,
+            )
+        args.db = store[len("duckdb://") :]
     if args.db:
         read.check_database(args.db)
     api = None if args.db else (args.api or _DEFAULT_API)

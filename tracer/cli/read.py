@@ -34,10 +34,14 @@ _ALERT_COLUMNS = (
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--db`` | ``--api``, and ``--token``: where a read command (or the dashboard) reads from."""
+    """``--db`` | ``--store`` | ``--api``, and ``--token``: where a read command (or the dashboard)
+    reads from."""
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--db", metavar="PATH", help="DuckDB file to open read-only (no collector running; $EVENTSCOPE_DB)"
+    )
+    target.add_argument(
+        "--store", metavar="URL", help="store URL: duckdb:///FILE, chdb:///DIR, clickhouse://HOST:8123/DB"
     )
     target.add_argument(
         "--api", metavar="URL", help=f"collector base URL (default $EVENTSCOPE_API or {_DEFAULT_API})"
@@ -131,7 +135,7 @@ def open_source(args: argparse.Namespace) -> Any:
     if args.db:
         check_database(args.db)
     try:
-        source = open_any(db=args.db, api=args.api, token=args.token)
+        source = open_any(db=args.db, api=args.api, token=args.token, store=getattr(args, "store", None))
     except SourceError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:  # DuckDB refusing the file: corrupt, newer storage version...

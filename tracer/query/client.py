@@ -229,8 +229,35 @@ def _metric_samples(text: str) -> dict[str, float]:
     return samples
 
 
-def open_source(*, db: str | None = None, api: str | None = None, token: str | None = None) -> Source:
-    """A file when ``db`` is given, else the collector at ``api`` / ``$EVENTSCOPE_API`` / 4318."""
+class StoreSource(FileSource):
+    """A ClickHouse or chDB store (``--store clickhouse://…|chdb://…``), read directly."""
+
+    def __init__(self, url: str) -> None:
+        from eventscope.tracer.store.urls import open_reader
+
+        try:
+            self._connection = open_reader(url)
+        except (RuntimeError, ValueError) as exc:
+            raise SourceError(str(exc)) from None
+        self._outdated = None
+
+
+def open_source(
+    *, db: str | None = None, api: str | None = None, token: str | None = None, store: str | None = None
+) -> Source:
+    """A file when ``db`` is given, a store when ``store`` is (a DuckDB URL is a file), else the
+    collector at ``api`` / ``$EVENTSCOPE_API`` / 4318.
+    """
+    if store:
+        from eventscope.tracer.store.urls import parse_store_url
+
+        try:
+            parsed = parse_store_url(store)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
+        if parsed.kind != "duckdb":
+            return StoreSource(store)
+        db = parsed.path
     if db:
         return FileSource(db)
     return ApiSource(

@@ -11,6 +11,7 @@ underneath; this module is the second.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -66,6 +67,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+def _own(connection: Any, question: str) -> Any:
+    """The backend hook: a store other than DuckDB (tracer/store/clickhouse) answers a question
+    in its own SQL through its connection's ``answer(question, ...)``; None for DuckDB.
+    """
+    answer = getattr(connection, "answer", None)
+    return None if answer is None else functools.partial(answer, question)
+
+
 # -- the questions ----------------------------------------------------------------------------
 _ORPHANS = """
 SELECT event_id, event_type, exchange, routing_key, queue, reason, published_at, age_s
@@ -112,6 +122,8 @@ def orphans(
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Orphans, newest first; ``grace_s`` overrides the collector's grace."""
+    if (own := _own(connection, "orphans")) is not None:
+        return own(reason=reason, grace_s=grace_s, limit=limit)
     if grace_s is None:
         return _records(connection, _ORPHANS, {"reason": reason, "limit": limit})
     return _records(
@@ -129,11 +141,15 @@ FROM orphans GROUP BY ALL ORDER BY ALL
 
 def orphan_gauges(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Orphans by reason, queue and event type (the Prometheus gauges of /metrics)."""
+    if (own := _own(connection, "orphan_gauges")) is not None:
+        return own()
     return _records(connection, _ORPHAN_GAUGES, {})
 
 
 def orphan_counts(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """How many orphans there are of each reason (for /metrics and the overview)."""
+    if (own := _own(connection, "orphan_counts")) is not None:
+        return own()
     return {row["reason"]: row["n"] for row in _records(connection, _ORPHAN_COUNTS, {})}
 
 
@@ -141,6 +157,8 @@ def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any
     """One event with its deliveries, causes, effects, orphan rows and captured payload (or
     None); None if the event is unknown.
     """
+    if (own := _own(connection, "event")) is not None:
+        return own(event_id)
     params = {"event_id": event_id}
     found = _records(connection, _EVENT, params)
     if not found:
@@ -157,6 +175,8 @@ def event(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[str, Any
 
 def chain(connection: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[str, Any]]:
     """The event and everything downstream of it, with depth and cause, shallowest first."""
+    if (own := _own(connection, "chain")) is not None:
+        return own(event_id)
     return _records(connection, _CHAIN, {"event_id": event_id})
 
 

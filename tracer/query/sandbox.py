@@ -113,6 +113,9 @@ def run_sql(
     arrow: bool = False,
 ) -> SqlResult:
     """Run one untrusted read-only statement; at most ``max_rows`` rows (``None``: all)."""
+    answer = getattr(connection, "answer", None)  # a store other than DuckDB runs its own SQL
+    if answer is not None:
+        return answer("run_sql", sql, max_rows=max_rows, timeout_s=timeout_s, arrow=arrow)
     try:
         statements = connection.extract_statements(sql)
     except duckdb.Error as exc:

@@ -30,6 +30,7 @@ from eventscope.tracer.metrics import Family, labels
 from eventscope.tracer.server import api, redrive_api
 from eventscope.tracer.server.config import CollectorConfig
 from eventscope.tracer.store.duckdb_store import Store
+from eventscope.tracer.store.urls import open_store
 
 if TYPE_CHECKING:
     from eventscope.tracer.ingest.grpc import GrpcReceiver
@@ -58,7 +59,7 @@ class Collector:
     @classmethod
     def open(cls, config: CollectorConfig) -> Collector:
         """Open the store (raises ``StoreLocked`` if another process holds it), start writing."""
-        store = Store.open(
+        store = open_store(  # db_path: a DuckDB file or a --store URL (store/urls.py)
             config.db_path, grace_s=config.grace_s, memory_limit=config.memory_limit, threads=config.threads
         )
         writer = Writer(store, max_pending=config.max_pending_batches, retention_s=config.retention_s).start()
@@ -80,6 +81,7 @@ class Collector:
                     management_interval_s=config.management_interval_s,
                     flush_interval_s=config.broker_flush_s,
                     capture=config.capture,
+                    tap_queue=config.tap_queue,
                 ).start()
         except BaseException:
             if engine is not None:

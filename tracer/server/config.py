@@ -51,6 +51,7 @@ class CollectorConfig:
     management_interval_s: float = 5.0
     broker_flush_s: float = 0.2  # how often the taps hand what they read to the writer
     capture: PayloadCapture | None = None  # keep published bodies (firehose only; payloads.py)
+    tap_queue: str | None = None  # durable, bounded tap queues shared by a deployment (broker/tap.py)
     alerts: AlertsConfig | None = None  # validated [alerts] of eventscope.toml (rules.load)
     allow_redrive: bool = False  # POST /api/redrive (redrive_api.py); needs token and amqp_url
     max_redrives: int = 3  # loop guard: a message redriven this many times is refused
@@ -69,6 +70,8 @@ class CollectorConfig:
             raise ValueError("OTLP/gRPC needs grpcio: pip install 'eventscope[collector]' (or grpcio)")
         if self.capture is not None and not self.firehose:
             raise ValueError("payload capture reads bodies from the firehose: it needs the firehose tap")
+        if self.alerts is not None and "://" in self.db_path and not self.db_path.startswith("duckdb://"):
+            raise ValueError(f"alerts run on the DuckDB store only, not yet on --store {self.db_path}")
         if self.management_interval_s <= 0 or self.broker_flush_s <= 0:
             raise ValueError("management_interval_s and broker_flush_s must be positive")
         redrive_api.check_config(

@@ -1,0 +1,120 @@
+"""The same questions on chDB (ClickHouse's engine) next to DuckDB, same machine, same data.
+
+``python bench/clickhouse.py --events 100000 [--events 1000000]`` builds both stores from the
+synthetic span batches of ``bench/collector.py`` (adapter-shaped PRODUCER/CONSUMER spans, a
+depth-50 chain and a 1,000-event fan-out), then times: loading (rows/s through each store's
+``append``), the orphans (whole, and a recent window), ``chain()`` of the depth-50 root and of
+the fan-out root, and what an insert of a fixed 10k-span batch costs at this table size (the
+derive cost: span_messages is filled by a materialized view, so it should not grow with the
+table). Figures go to bench/README.md. chDB holds one data path per process: one run, one
+directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from collector import Dataset
+
+from eventscope.tracer.ingest.recorder import Recorder
+from eventscope.tracer.store.clickhouse.engine import open_chdb
+from eventscope.tracer.store.clickhouse.store import ClickHouseStore
+from eventscope.tracer.store.duckdb_store import Store
+
+_REPEAT = 3
+
+
+def _note(figures: dict[str, float], key: str, value: float) -> None:
+    figures[key] = value
+    print(f"{key:32} {value:12.1f}", flush=True)
+
+
+def _best(action: Any) -> float:
+    times = []
+    for _ in range(_REPEAT):
+        t = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1000
+
+
+def _load(store: Any, data: Dataset) -> tuple[float, int]:
+    rows = 0
+    t = time.perf_counter()
+    for batch in data.batches():
+        store.append([batch])
+        rows += len(batch.spans)
+    return time.perf_counter() - t, rows
+
+
+def run(events: int, root: Path) -> dict[str, float]:
+    figures: dict[str, float] = {"events": events}
+    duck_data, ch_data = Dataset(events), Dataset(events)
+    duck = Store.open(root / f"bench-{events}.duckdb")
+    seconds, spans = _load(Recorder(duck), duck_data)  # as the writer appends: lineage first
+    _note(figures, "duckdb_load_spans_per_s", spans / seconds)
+    ch = ClickHouseStore(open_chdb(str(root / "chdb")), f"chdb://{root / 'chdb'}")
+    for table in ("otel_traces", "span_messages", "broker_events", "broker_deliveries"):
+        ch.engine.command(f"TRUNCATE TABLE {table}")
+    seconds, spans = _load(ch, ch_data)
+    _note(figures, "chdb_load_spans_per_s", spans / seconds)
+    con = duck.reader()
+    q = ch.engine.query_arrow
+    orphans = "SELECT count(*) FROM orphans_after(30)"
+    ch_orphans = "SELECT count() FROM orphans_after(grace_s = 30)"
+    recent = " WHERE published_at > now() - INTERVAL 60 SECOND"
+    _note(figures, "duckdb_orphans_ms", _best(lambda: con.execute(orphans).fetchall()))
+    _note(figures, "chdb_orphans_ms", _best(lambda: q(ch_orphans)))
+    _note(figures, "duckdb_orphans_recent_ms", _best(lambda: con.execute(orphans + recent).fetchall()))
+    _note(figures, "chdb_orphans_recent_ms", _best(lambda: q(ch_orphans + recent)))
+    for name, root_id in (("depth50", duck_data.depth_root), ("fanout1000", duck_data.fan_root)):
+        _note(
+            figures,
+            f"duckdb_chain_{name}_ms",
+            _best(lambda r=root_id: con.execute("SELECT count(*) FROM chain(?)", [r]).fetchall()),
+        )
+        _note(
+            figures,
+            f"chdb_chain_{name}_ms",
+            _best(lambda r=root_id: q("SELECT count() FROM chain(event_id = {r:String})", {"r": r})),
+        )
+    extra_batches = list(Dataset(3400, seed=11).batches())[1:]  # ~10k spans
+    t = time.perf_counter()
+    for batch in extra_batches:
+        ch.append([batch])
+    _note(figures, "chdb_insert_10k_spans_ms", (time.perf_counter() - t) * 1000)
+    con.close()
+    duck.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _REPEAT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, action="append", help="events per store (repeatable)")
+    parser.add_argument(
+        "--repeat", type=int, default=_REPEAT, help="timed runs per question (the best is kept)"
+    )
+    args = parser.parse_args(argv)
+    _REPEAT = max(1, args.repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        for events in args.events or [100_000]:
+            figures = run(events, Path(tmp))
+            ratios = [
+                figures[f"chdb_{k}_ms"] / max(figures[f"duckdb_{k}_ms"], 1e-3)
+                for k in ("orphans", "orphans_recent", "chain_depth50", "chain_fanout1000")
+            ]
+            print(f"{'chdb/duckdb (median of questions)':32} {statistics.median(ratios):12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""The read questions in ClickHouse SQL, for a store opened with ``--store chdb://|clickhouse://``.
+
+:mod:`eventscope.tracer.query.questions` hands a question to the connection's ``answer``
+method when it has one (its backend hook); :class:`Reader` is that connection for ClickHouse.
+Answers have the DuckDB questions' shapes (the same keys, ``published_at`` as a datetime), so
+the API, the CLI and the dashboard print them unchanged. Questions not written here yet raise
+:class:`SqlError` with a clear message rather than running DuckDB SQL on ClickHouse.
+
+Untrusted SQL (``eventscope sql``, ``/api/sql``) runs with ClickHouse's ``readonly = 2``
+(reads only, settings allowed), ``max_execution_time`` and ``max_result_rows``: ClickHouse
+refuses writes and DDL itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from eventscope.tracer.store.clickhouse.engine import Engine
+
+__all__ = ["Reader"]
+
+logger = logging.getLogger(__name__)
+
+_READ_STATEMENTS = frozenset({"select", "with", "explain", "(select"})
+_ORPHANS = """
+SELECT event_id, event_type, exchange, routing_key, queue, reason, published_at, age_s
+FROM {source}
+WHERE ({reason:Nullable(String)} IS NULL OR reason = {reason:Nullable(String)})
+ORDER BY published_at DESC, event_id, queue
+LIMIT {limit:UInt64}
+"""
+_ORPHAN_COUNTS = "SELECT reason, count() AS n FROM orphans GROUP BY reason ORDER BY reason"
+_ORPHAN_GAUGES = """
+SELECT reason, coalesce(queue, '') AS queue, coalesce(event_type, '') AS event_type, count() AS n
+FROM orphans GROUP BY reason, queue, event_type ORDER BY reason, queue, event_type
+"""
+_CHAIN = """
+SELECT c.event_id AS event_id, c.depth AS depth, c.cause_event_id AS cause_event_id,
+       e.event_type AS event_type, e.exchange AS exchange, e.routing_key AS routing_key,
+       e.producer_service AS producer_service, e.published_at AS published_at,
+       coalesce(n.deliveries, 0) AS deliveries
+FROM chain(event_id = {event_id:String}) AS c
+LEFT JOIN (
+    SELECT * FROM events WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))
+) AS e ON e.event_id = c.event_id
+LEFT JOIN (
+    SELECT event_id, count() AS deliveries FROM deliveries
+    WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))
+    GROUP BY event_id
+) AS n ON n.event_id = c.event_id
+ORDER BY c.depth, e.published_at, c.event_id
+"""
+_EVENT = """
+SELECT * EXCEPT (routed_known, routed_queues), if(routed_known, routed_queues, NULL) AS routed_queues
+FROM events WHERE event_id = {event_id:String}
+"""
+_EVENT_DELIVERIES = (
+    "SELECT * FROM deliveries WHERE event_id = {event_id:String} ORDER BY received_at, queue, span_id"
+)
+_EVENT_CAUSES = (
+    "SELECT cause_event_id, via FROM causal_edges WHERE effect_event_id = {event_id:String} ORDER BY 1"
+)
+_EVENT_EFFECTS = (
+    "SELECT effect_event_id, via FROM causal_edges WHERE cause_event_id = {event_id:String} ORDER BY 1"
+)
+_EVENT_ORPHANS = "SELECT queue, reason, age_s FROM orphans WHERE event_id = {event_id:String} ORDER BY queue"
+_EVENT_PAYLOAD = "SELECT * EXCEPT (event_id) FROM payloads WHERE event_id = {event_id:String}"
+
+
+class Reader:
+    """A read connection of the ClickHouse store: answers the questions it knows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        """Nothing to release: the engine belongs to the store."""
+
+    def _records(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        from eventscope.tracer.query.questions import jsonable
+
+        rows = self.engine.query_arrow(sql, parameters).to_pylist()
+        return [{name: jsonable(value) for name, value in row.items()} for row in rows]
+
+    def answer(self, question: str, *args: Any, **kwargs: Any) -> Any:
+        """The question's answer in ClickHouse SQL (the hook of query.questions)."""
+        from eventscope.tracer.query import questions
+
+        function = getattr(self, f"_q_{question}", None)
+        if function is None:
+            raise questions.SqlError(f"{question} is not available on a ClickHouse store yet")
+        try:
+            return function(*args, **kwargs)
+        except (questions.SqlError, questions.SqlRejected, questions.SqlTimeout):
+            raise
+        except Exception as exc:
+            message = str(exc)
+            if "TIMEOUT_EXCEEDED" in message or "Timeout exceeded" in message:
+                raise questions.SqlTimeout(message) from None
+            if "READONLY" in message or "readonly" in message:
+                raise questions.SqlRejected(message.splitlines()[0]) from None
+            raise questions.SqlError(message.splitlines()[0] if message else type(exc).__name__) from None
+
+    def _q_run_sql(
+        self, sql: str, *, max_rows: int | None = None, timeout_s: float | None = None, arrow: bool = False
+    ) -> Any:
+        from eventscope.tracer.query.questions import SqlRejected, SqlResult
+
+        text = sql.strip().rstrip(";").strip()
+        if ";" in text:
+            raise SqlRejected("expected exactly one statement")
+        first = text.split(None, 1)[0].lower() if text else ""
+        if first not in _READ_STATEMENTS:
+            raise SqlRejected(f"only SELECT queries are allowed here, not {first.upper() or 'nothing'}")
+        settings: dict[str, Any] = {"readonly": 2}
+        if timeout_s is not None:
+            settings["max_execution_time"] = max(1, round(timeout_s))
+        if max_rows is not None:
+            settings["max_result_rows"] = max_rows + 1
+            settings["result_overflow_mode"] = "break"
+        table = self.engine.query_arrow(text, None, settings=settings)
+        truncated = max_rows is not None and table.num_rows > max_rows
+        if truncated:
+            table = table.slice(0, max_rows)
+        columns = list(table.column_names)
+        types = [str(field.type) for field in table.schema]
+        if arrow:
+            return SqlResult(columns, types, [], truncated, table=table)
+        rows = [tuple(row[name] for name in columns) for row in table.to_pylist()]
+        return SqlResult(columns, types, rows, truncated)
+
+    def _q_orphans(
+        self, *, reason: str | None = None, grace_s: float | None = None, limit: int = 1000
+    ) -> Any:
+        if grace_s is None:
+            return self._records(_ORPHANS.replace("{source}", "orphans"), {"reason": reason, "limit": limit})
+        sql = _ORPHANS.replace("{source}", "orphans_after(grace_s = {grace_s:Float64})")
+        return self._records(sql, {"reason": reason, "limit": limit, "grace_s": grace_s})
+
+    def _q_orphan_counts(self) -> dict[str, int]:
+        return {row["reason"]: row["n"] for row in self._records(_ORPHAN_COUNTS)}
+
+    def _q_orphan_gauges(self) -> list[dict[str, Any]]:
+        return self._records(_ORPHAN_GAUGES)
+
+    def _q_chain(self, event_id: str) -> list[dict[str, Any]]:
+        return self._records(_CHAIN, {"event_id": event_id})
+
+    def _q_event(self, event_id: str) -> dict[str, Any] | None:
+        params = {"event_id": event_id}
+        found = self._records(_EVENT, params)
+        if not found:
+            return None
+        return {
+            "event": found[0],
+            "deliveries": self._records(_EVENT_DELIVERIES, params),
+            "causes": self._records(_EVENT_CAUSES, params),
+            "effects": self._records(_EVENT_EFFECTS, params),
+            "orphans": self._records(_EVENT_ORPHANS, params),
+            "payload": next(iter(self._records(_EVENT_PAYLOAD, params)), None),
+        }

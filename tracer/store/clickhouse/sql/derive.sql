@@ -1,0 +1,102 @@
+-- What each span says, derived once when it is inserted: a materialized view over
+-- otel_traces (an insert trigger: it reads only the rows of each insert, so its cost follows
+-- new rows, never the table) fills span_messages with one row per messaging span. The rules
+-- are the normaliser's (tracer/ingest/normaliser.py), in ClickHouse SQL: current messaging
+-- names first, the pre-1.2x names other instrumentations emit as fallback; the exporter
+-- writes every attribute value as a string ('true', '42').
+CREATE TABLE IF NOT EXISTS span_messages (
+    trace_id String,
+    span_id String,
+    parent_span_id Nullable(String),
+    kind LowCardinality(String),
+    op LowCardinality(String),
+    service Nullable(String),
+    start_time DateTime64(6, 'UTC'),
+    end_time DateTime64(6, 'UTC'),
+    status LowCardinality(String),
+    message_id Nullable(String),
+    exchange Nullable(String),
+    routing_key Nullable(String),
+    event_type Nullable(String),
+    producer_service Nullable(String),
+    causation_id Nullable(String),
+    correlation_id Nullable(String),
+    payload_size Nullable(Int64),
+    queue Nullable(String),
+    outcome Nullable(String),
+    error Nullable(String),
+    auto_ack Bool,
+    redelivered Nullable(Bool),
+    settle_outcome Nullable(String),
+    link_trace_id Nullable(String),
+    link_span_id Nullable(String)
+) ENGINE = ReplacingMergeTree
+ORDER BY (op, trace_id, span_id);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS span_messages_mv TO span_messages AS
+WITH
+    SpanAttributes AS a,
+    (k) -> if(mapContains(a, k) AND a[k] != '', a[k], NULL) AS attr,
+    upper(SpanKind) AS span_kind,
+    lower(coalesce(attr('messaging.operation.type'), attr('messaging.operation'))) AS raw_op,
+    multiIf(
+        NOT mapContains(a, 'messaging.system') AND raw_op IS NULL, '',
+        raw_op IN ('send', 'publish', 'create') OR (raw_op IS NULL AND span_kind = 'PRODUCER'), 'send',
+        raw_op IN ('process', 'deliver'), 'process',
+        raw_op = 'receive' OR (raw_op IS NULL AND span_kind = 'CONSUMER'), 'receive',
+        raw_op = 'settle', 'settle',
+        ''
+    ) AS operation,
+    coalesce(attr('messaging.rabbitmq.destination.routing_key'), attr('messaging.rabbitmq.routing_key')) AS rk,
+    coalesce(attr('messaging.destination.name'), attr('messaging.destination')) AS destination,
+    attr('eventscope.settle.outcome') AS outcome_attr,
+    if(outcome_attr IN ('ack', 'nack', 'reject', 'requeue', 'error'), outcome_attr, NULL) AS known_outcome,
+    upper(StatusCode) AS status_code,
+    attr('error.type') AS error_type,
+    multiIf(
+        known_outcome IS NOT NULL, known_outcome,
+        lower(coalesce(attr('messaging.operation.name'), '')) = 'ack', 'ack',
+        lower(coalesce(attr('messaging.operation.name'), '')) IN ('nack', 'reject')
+            AND coalesce(attr('eventscope.settle.requeue'), '') IN ('true', '1'), 'requeue',
+        lower(coalesce(attr('messaging.operation.name'), '')) IN ('nack', 'reject'),
+            lower(attr('messaging.operation.name')),
+        NULL
+    ) AS settle
+SELECT
+    TraceId AS trace_id,
+    SpanId AS span_id,
+    nullIf(ParentSpanId, '') AS parent_span_id,
+    span_kind AS kind,
+    operation AS op,
+    nullIf(ServiceName, '') AS service,
+    toDateTime64(Timestamp, 6, 'UTC') AS start_time,
+    toDateTime64(Timestamp + toIntervalNanosecond(Duration), 6, 'UTC') AS end_time,
+    status_code AS status,
+    coalesce(attr('messaging.message.id'), attr('messaging.message_id')) AS message_id,
+    if(mapContains(a, 'eventscope.exchange'), a['eventscope.exchange'], destination) AS exchange,
+    rk AS routing_key,
+    coalesce(attr('eventscope.event.type'), rk) AS event_type,
+    coalesce(attr('eventscope.producer'), nullIf(ServiceName, '')) AS producer_service,
+    attr('eventscope.causation_id') AS causation_id,
+    attr('eventscope.correlation_id') AS correlation_id,
+    toInt64OrNull(coalesce(
+        attr('messaging.message.body.size'), attr('messaging.message_payload_size_bytes'), ''
+    )) AS payload_size,
+    coalesce(attr('eventscope.queue'), attr('messaging.consumer.group.name'), destination) AS queue,
+    if(status_code = 'ERROR' AND known_outcome IS NULL, 'error', known_outcome) AS outcome,
+    if(
+        status_code = 'ERROR' AND StatusMessage != '' AND StatusMessage != coalesce(error_type, ''),
+        if(error_type IS NULL, StatusMessage, concat(error_type, ': ', StatusMessage)),
+        error_type
+    ) AS error,
+    coalesce(attr('eventscope.auto_ack'), '') IN ('true', '1') AS auto_ack,
+    multiIf(
+        coalesce(attr('eventscope.redelivered'), '') IN ('true', '1'), true,
+        mapContains(a, 'eventscope.queue'), false,
+        NULL
+    ) AS redelivered,
+    settle AS settle_outcome,
+    if(length(Links.TraceId) > 0, Links.TraceId[1], NULL) AS link_trace_id,
+    if(length(Links.SpanId) > 0, Links.SpanId[1], NULL) AS link_span_id
+FROM otel_traces
+WHERE operation != '' OR span_kind = 'CONSUMER';

@@ -1,0 +1,221 @@
+"""The ClickHouse store: what ``eventscope collect --store chdb://…|clickhouse://…`` writes through.
+
+Same duties as the DuckDB store for the collector (:meth:`append`, :meth:`reader`,
+:meth:`close`, called by the writer thread and the server), different division of work:
+
+* spans go into ``otel_traces`` exactly as the OpenTelemetry Collector's ClickHouse exporter
+  writes them (:mod:`.loader`); at scale the Collector writes that table and eventscope is not
+  in the span path at all;
+* broker truth (firehose, dead-letter tap, management poller) goes into the ``broker_*``
+  ReplacingMergeTree tables, keyed by each row's identity, so several collect instances can
+  consume one tap queue and a replayed record is stored once;
+* nothing is merged on write: the public views (sql/views.sql) derive ``events``,
+  ``deliveries``, ``causal_edges``, ``orphans`` and ``chain`` inside ClickHouse.
+
+Applying the DDL is idempotent (``IF NOT EXISTS`` tables, ``CREATE OR REPLACE`` views), so
+every instance applies it on open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
+from eventscope.tracer.store.clickhouse import loader
+from eventscope.tracer.store.clickhouse.engine import Engine
+
+if TYPE_CHECKING:
+    from eventscope.tracer.ingest.normaliser import Normalised
+
+__all__ = ["DDL_FILES", "ClickHouseStore", "apply_schema"]
+
+logger = logging.getLogger(__name__)
+
+DDL_FILES = ("otel_traces.sql", "broker.sql", "derive.sql", "views.sql")
+_TS = pa.timestamp("us", tz="UTC")
+_BROKER_EVENTS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("exchange", pa.string()),
+        ("routing_key", pa.string()),
+        ("producer_service", pa.string()),
+        ("published_at", _TS),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("causation_id", pa.string()),
+        ("correlation_id", pa.string()),
+        ("routed_queues", pa.list_(pa.string())),
+        ("payload_size", pa.int64()),
+    ]
+)
+_BROKER_DELIVERIES = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("event_id", pa.string()),
+        ("queue", pa.string()),
+        ("received_at", _TS),
+        ("redelivered", pa.bool_()),
+    ]
+)
+_DEAD_LETTERS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("queue", pa.string()),
+        ("reason", pa.string()),
+        ("count", pa.int64()),
+        ("died_at", _TS),
+        ("observed_at", _TS),
+        ("exchange", pa.string()),
+        ("routing_keys", pa.list_(pa.string())),
+        ("dead_letter_exchange", pa.string()),
+    ]
+)
+_PAYLOADS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("captured_at", _TS),
+        ("content_type", pa.string()),
+        ("size", pa.int64()),
+        ("is_json", pa.bool_()),
+        ("truncated", pa.bool_()),
+        ("redacted", pa.int32()),
+        ("body", pa.string()),
+    ]
+)
+
+
+def statements(name: str) -> list[str]:
+    """The statements of one DDL file of this package, comments dropped."""
+    text = resources.files("eventscope.tracer.store.clickhouse").joinpath("sql").joinpath(name).read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [statement.strip() for statement in text.split(";\n") if statement.strip().rstrip(";")]
+
+
+def apply_schema(engine: Engine) -> None:
+    """Create the tables and (re)create the views; safe on every open, by every instance."""
+    for name in DDL_FILES:
+        for statement in statements(name):
+            engine.command(statement.rstrip(";"))
+
+
+@dataclass
+class Counts:
+    """Rows written since open, for /metrics."""
+
+    spans: int = 0
+    batches: int = 0
+    broker_rows: int = 0
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{name: row.get(name) for name in schema.names} for row in rows], schema=schema
+    )
+
+
+class ClickHouseStore:
+    """Writes spans and broker truth to ClickHouse (or chDB); the views answer the questions."""
+
+    def __init__(self, engine: Engine, url: str, *, grace_s: float = 30.0) -> None:
+        self.engine = engine
+        self.url = url
+        self.path = url
+        self.counts = Counts()
+        self.had_rows_at_open = False  # lineage is SQL here: nothing to look up after a restart
+        self._close_lock = threading.Lock()
+        self._closed = False
+        apply_schema(engine)
+        self.set_setting("grace_s", repr(float(grace_s)))
+
+    def set_setting(self, name: str, value: str) -> None:
+        data = pa.table(
+            {"name": [name], "value": [value], "updated_at": [time.time_ns() // 1000]},
+            schema=pa.schema([("name", pa.string()), ("value", pa.string()), ("updated_at", _TS)]),
+        )
+        self.engine.insert_arrow("eventscope_settings", data)
+
+    def reader(self) -> Any:
+        from eventscope.tracer.store.clickhouse.questions import Reader
+
+        return Reader(self.engine)
+
+    def append(
+        self, batches: Sequence[Normalised | BrokerBatch], resolution: Resolution | None = None
+    ) -> None:
+        """Insert the batches' rows; idempotent by each table's key (ReplacingMergeTree).
+
+        ``resolution`` (what in-memory lineage resolved about older rows) is not needed: the
+        views join what arrives in any order.
+        """
+        spans: list[dict[str, Any]] = []
+        for batch in batches:
+            if not isinstance(batch, BrokerBatch):
+                errors = {(row["trace_id"], row["span_id"]): row["error"] for row in batch.deliveries}
+                spans += loader.rows_from_normalised(batch.spans, errors)
+        broker = [batch for batch in batches if isinstance(batch, BrokerBatch)]
+        if spans:
+            self.engine.insert_arrow("otel_traces", loader.to_arrow(spans))
+        events = [row for batch in broker for row in batch.events]
+        deliveries = [row for batch in broker for row in batch.deliveries]
+        dead_letters = [row for batch in broker for row in batch.dead_letters]
+        captured = [row for batch in broker for row in batch.payloads]
+        self.engine.insert_arrow("broker_events", _table(events, _BROKER_EVENTS))
+        self.engine.insert_arrow("broker_deliveries", _table(deliveries, _BROKER_DELIVERIES))
+        self.engine.insert_arrow("broker_dead_letters", _table(dead_letters, _DEAD_LETTERS))
+        self.engine.insert_arrow("broker_payloads", _table(captured, _PAYLOADS))
+        for batch in broker:
+            if batch.topology is not None:
+                self._write_topology(batch.topology)
+        self.counts.spans += len(spans)
+        self.counts.batches += len(batches)
+        self.counts.broker_rows += sum(batch.accepted for batch in broker)
+
+    def _write_topology(self, topology: Topology) -> None:
+        """A snapshot's rows (newest version wins), and what it no longer lists as absent."""
+        from eventscope.tracer.store import duckdb_store as shapes  # the snapshot's Arrow schemas
+
+        for table, schema, key in shapes._TOPOLOGY:
+            rows = getattr(topology, table)
+            listed = {tuple(row[k] for k in key) for row in rows}
+            stored = self.engine.query_arrow(
+                f"SELECT * FROM broker_{table} FINAL WHERE vhost = {{vhost:String}} AND present",
+                {"vhost": topology.vhost},
+            ).to_pylist()
+            gone = [
+                dict(row, present=False, last_seen_at=topology.polled_at_us)
+                for row in stored
+                if tuple(row[k] for k in key) not in listed
+            ]
+            for row in gone:
+                for name in ("first_seen_at",):
+                    value = row[name]
+                    row[name] = (
+                        value if isinstance(value, int) or value is None else int(value.timestamp() * 1e6)
+                    )
+            data = _table(list(rows) + gone, schema)
+            self.engine.insert_arrow(f"broker_{table}", data)
+
+    def lookup_spans(self, keys: Sequence[Key]) -> list[tuple[str, str, str | None, str, str | None]]:
+        """Lineage is SQL here (the views join what arrives in any order): nothing to look up."""
+        return []
+
+    def write_resolution(self, resolution: Resolution) -> None:
+        """Nothing to write: the views derive what lineage resolves."""
+
+    def retain(self, *, max_age_s: float) -> None:
+        """Retention is the tables' TTL in ClickHouse (docs/scaling.md); nothing to do here."""
+
+    def close(self) -> None:
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self.engine.close()
