@@ -247,6 +247,7 @@ def _traced_callback(
             result = callback(message)
             return await result if inspect.isawaitable(result) else result
         token = context.attach(delivery.context)
+        # the async twin of pika.py's traced callback (an await in the middle), parallel on purpose
         try:
             result = callback(message)
             return await result if inspect.isawaitable(result) else result

@@ -137,6 +137,23 @@ OUTCOMES: Final = frozenset(
     {OUTCOME_ACK, OUTCOME_NACK, OUTCOME_REJECT, OUTCOME_REQUEUE, OUTCOME_ERROR, OUTCOME_UNKNOWN}
 )
 
+# AMQP 0-9-1 basic properties, as pika's BasicProperties names them (headers apart: a table).
+AMQP_PROPERTIES: Final = (
+    "content_type",
+    "content_encoding",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
 # RabbitMQ's direct reply-to pseudo-queue: replies sent to it bypass every real queue.
 DIRECT_REPLY_TO: Final = "amq.rabbitmq.reply-to"
 

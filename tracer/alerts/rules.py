@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eventscope.tracer.alerts.issues import ConfigError, ConfigIssue
 from eventscope.tracer.contract import ORPHAN_REASONS
 from eventscope.tracer.contracts.config import (
     CONTRACT_REASONS,
@@ -227,27 +228,6 @@ def _glob(pattern: str | None, value: str | None) -> bool:
     if pattern is None:
         return True
     return fnmatch.fnmatchcase(value or "", pattern)
-
-
-# -- errors ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ConfigIssue:
-    file: str
-    line: int | None
-    message: str
-    hint: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.message}" + (f" (hint: {self.hint})" if self.hint else "")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; ``issues`` lists every problem, in file order."""
-
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = sorted(issues, key=lambda i: (i.line or 0, i.message))
-        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 # -- loading ----------------------------------------------------------------------------------

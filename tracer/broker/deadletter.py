@@ -43,6 +43,7 @@ import pika.exceptions
 
 from eventscope.tracer.broker.records import DeadLetter, Topology, message_event_id, parse_deaths
 from eventscope.tracer.broker.tap import AmqpTap
+from eventscope.tracer.contract import AMQP_PROPERTIES
 
 __all__ = ["DeadLetterTap", "DlxBinding", "dead_letter_exchanges", "plan_bindings"]
 
@@ -50,22 +51,7 @@ logger = logging.getLogger(__name__)
 
 _RETRY_MISSING_S = 5.0
 _WILDCARDS = ("*", "#")
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "headers",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
+_PROPERTY_NAMES = ("headers", *AMQP_PROPERTIES)
 
 
 @dataclass(frozen=True, slots=True, order=True)

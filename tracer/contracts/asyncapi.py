@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from eventscope.tracer.alerts.issues import ConfigError, ConfigIssue
+
 __all__ = ["ContractError", "ContractIssue", "Declaration", "Document", "load", "parse"]
 
 logger = logging.getLogger(__name__)
@@ -46,25 +48,12 @@ _MAX_REF_DEPTH = 32
 _JSON_SCHEMA_FORMATS = ("application/schema+json", "application/vnd.aai.asyncapi")
 
 
-# -- errors ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ContractIssue:
-    file: str
-    line: int | None
-    message: str
-    hint: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.message}" + (f" (hint: {self.hint})" if self.hint else "")
+# -- errors: reported like eventscope.toml's (file:line, every issue at once) ----------------------
+ContractIssue = ConfigIssue
 
 
-class ContractError(ValueError):
+class ContractError(ConfigError):
     """The documents are invalid; ``issues`` lists every problem, in file and line order."""
-
-    def __init__(self, issues: list[ContractIssue]) -> None:
-        self.issues = sorted(issues, key=lambda i: (i.file, i.line or 0, i.message))
-        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 # -- the model ----------------------------------------------------------------------------------

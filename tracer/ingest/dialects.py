@@ -33,13 +33,14 @@ _DELIVERY_OPERATIONS = frozenset({A.OP_PROCESS, A.OP_RECEIVE, "deliver"})
 _TEMP_DESTINATION = "messaging.temp_destination"
 
 
-def _text(value: Any) -> str | None:
+def text(value: Any) -> str | None:
+    """An attribute value as text, or None (no value, an empty one, a map or a list)."""
     if value is None or isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
-    return text or None
+    rendered = str(value)
+    return rendered or None
 
 
 class Dialect:
@@ -54,7 +55,7 @@ class Dialect:
 
     def operation(self, attributes: dict[str, Any], kind: int) -> str | None:
         """``send`` / ``process`` / ``receive`` / ``settle``, or None for non-messaging spans."""
-        operation = _text(attributes.get(A.MESSAGING_OPERATION_TYPE))
+        operation = text(attributes.get(A.MESSAGING_OPERATION_TYPE))
         if operation is not None:
             operation = operation.lower()
         if A.MESSAGING_SYSTEM not in attributes and operation is None:
@@ -69,25 +70,25 @@ class Dialect:
 
     def route(self, attributes: dict[str, Any], span_name: str) -> tuple[str | None, str | None]:
         """(exchange, routing key) of a publish; ``""`` is the default exchange."""
-        routing_key = _text(attributes.get(A.MESSAGING_ROUTING_KEY))
+        routing_key = text(attributes.get(A.MESSAGING_ROUTING_KEY))
         # Other instrumentations name only a destination: the exchange, or for the default
         # exchange the routing key. Best effort.
         raw_exchange = attributes.get(A.EXCHANGE)
         if raw_exchange is None:
-            return _text(attributes.get(A.MESSAGING_DESTINATION_NAME)), routing_key
+            return text(attributes.get(A.MESSAGING_DESTINATION_NAME)), routing_key
         return str(raw_exchange), routing_key
 
     def queue(self, attributes: dict[str, Any], span_name: str) -> str | None:
         """The queue a delivery came from, None when the span does not say."""
         return (
-            _text(attributes.get(A.QUEUE))
-            or _text(attributes.get(A.MESSAGING_CONSUMER_GROUP))
-            or _text(attributes.get(A.MESSAGING_DESTINATION_NAME))
+            text(attributes.get(A.QUEUE))
+            or text(attributes.get(A.MESSAGING_CONSUMER_GROUP))
+            or text(attributes.get(A.MESSAGING_DESTINATION_NAME))
         )
 
     def outcome(self, attributes: dict[str, Any], *, status: str, status_message: str) -> str | None:
         """The delivery's settle outcome as far as its consumer span tells (None: unsettled)."""
-        outcome = _text(attributes.get(A.SETTLE_OUTCOME))
+        outcome = text(attributes.get(A.SETTLE_OUTCOME))
         if outcome not in A.OUTCOMES:
             outcome = None
         if status == "ERROR" and outcome is None:
@@ -156,7 +157,7 @@ class AmqplibDialect(Dialect):
 
     def route(self, attributes: dict[str, Any], span_name: str) -> tuple[str | None, str | None]:
         exchange = attributes.get(A.MESSAGING_DESTINATION_NAME)
-        routing_key = _text(attributes.get(A.MESSAGING_ROUTING_KEY))
+        routing_key = text(attributes.get(A.MESSAGING_ROUTING_KEY))
         return (exchange if isinstance(exchange, str) else None), routing_key
 
     def queue(self, attributes: dict[str, Any], span_name: str) -> str | None:

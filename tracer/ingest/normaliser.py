@@ -26,6 +26,7 @@ from typing import Any
 from eventscope.tracer import contract as A
 from eventscope.tracer.ingest import wire
 from eventscope.tracer.ingest.dialects import Dialect, dialect_for
+from eventscope.tracer.ingest.dialects import text as _text
 
 __all__ = [
     "CauseNeed",
@@ -151,15 +152,6 @@ def _current_names(attributes: dict[str, Any]) -> dict[str, Any]:
                 merged = dict(attributes)
             merged[current] = attributes[legacy]
     return merged
-
-
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    return text or None
 
 
 def _integer(value: Any) -> int | None:

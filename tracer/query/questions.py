@@ -69,11 +69,15 @@ logger = logging.getLogger(__name__)
 
 
 def _own(connection: Any, question: str) -> Any:
-    """The backend hook: a store other than DuckDB (tracer/store/clickhouse) answers a question
-    in its own SQL through its connection's ``answer(question, ...)``; None for DuckDB.
+    """The backend hook: on a ClickHouse store's connection (store/clickhouse) the question is
+    answered in ClickHouse SQL by :mod:`.clickhouse`; None for DuckDB.
     """
-    answer = getattr(connection, "answer", None)
-    return None if answer is None else functools.partial(answer, question)
+    engine = getattr(connection, "clickhouse_engine", None)
+    if engine is None:
+        return None
+    from eventscope.tracer.query import clickhouse
+
+    return functools.partial(clickhouse.answer, engine, question)
 
 
 # -- the questions ----------------------------------------------------------------------------

@@ -113,9 +113,11 @@ def run_sql(
     arrow: bool = False,
 ) -> SqlResult:
     """Run one untrusted read-only statement; at most ``max_rows`` rows (``None``: all)."""
-    answer = getattr(connection, "answer", None)  # a store other than DuckDB runs its own SQL
-    if answer is not None:
-        return answer("run_sql", sql, max_rows=max_rows, timeout_s=timeout_s, arrow=arrow)
+    engine = getattr(connection, "clickhouse_engine", None)  # a ClickHouse store runs its own SQL
+    if engine is not None:
+        from eventscope.tracer.query import clickhouse
+
+        return clickhouse.answer(engine, "run_sql", sql, max_rows=max_rows, timeout_s=timeout_s, arrow=arrow)
     try:
         statements = connection.extract_statements(sql)
     except duckdb.Error as exc:

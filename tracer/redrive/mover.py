@@ -38,6 +38,7 @@ import pika
 import pika.exceptions
 
 from eventscope.tracer.broker.records import message_event_id, parse_deaths
+from eventscope.tracer.contract import AMQP_PROPERTIES
 from eventscope.tracer.redrive.records import RedriveRecord, new_id
 
 __all__ = [
@@ -64,21 +65,7 @@ _MAX_PREFETCH = 65535  # AMQP's prefetch-count is a short: how deep a selection 
 _FIRST_WAIT_S = 2.0
 _NEXT_WAIT_S = 0.5
 _BROKER_HEADERS = ("x-delivery-count",)  # set by the queue on delivery: a fresh count in the new queue
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
+_PROPERTY_NAMES = AMQP_PROPERTIES
 
 
 class RedriveError(RuntimeError):

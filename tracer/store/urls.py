@@ -108,9 +108,9 @@ class _Readers:
         self._engine = engine
 
     def cursor(self) -> Any:
-        from eventscope.tracer.store.clickhouse.questions import Reader
+        from eventscope.tracer.store.clickhouse.store import ReadConnection
 
-        return Reader(self._engine)
+        return ReadConnection(self._engine)
 
     def close(self) -> None:
         self._engine.close()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from eventscope.tracer.store import duckdb_store
 from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
 from eventscope.tracer.store.clickhouse import loader
 from eventscope.tracer.store.clickhouse.engine import Engine
@@ -41,56 +42,16 @@ logger = logging.getLogger(__name__)
 
 DDL_FILES = ("otel_traces.sql", "broker.sql", "derive.sql", "views.sql")
 _TS = pa.timestamp("us", tz="UTC")
-_BROKER_EVENTS = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("exchange", pa.string()),
-        ("routing_key", pa.string()),
-        ("producer_service", pa.string()),
-        ("published_at", _TS),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("causation_id", pa.string()),
-        ("correlation_id", pa.string()),
-        ("routed_queues", pa.list_(pa.string())),
-        ("payload_size", pa.int64()),
-    ]
-)
+# The DuckDB store's row shapes, so both stores take exactly the same rows.
+_BROKER_EVENTS = pa.schema([f for f in duckdb_store._EVENTS if f.name != "source"])
 _BROKER_DELIVERIES = pa.schema(
     [
-        ("record_id", pa.string()),
-        ("event_id", pa.string()),
-        ("queue", pa.string()),
-        ("received_at", _TS),
-        ("redelivered", pa.bool_()),
+        duckdb_store._DELIVERIES.field(name)
+        for name in ("record_id", "event_id", "queue", "received_at", "redelivered")
     ]
 )
-_DEAD_LETTERS = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("queue", pa.string()),
-        ("reason", pa.string()),
-        ("count", pa.int64()),
-        ("died_at", _TS),
-        ("observed_at", _TS),
-        ("exchange", pa.string()),
-        ("routing_keys", pa.list_(pa.string())),
-        ("dead_letter_exchange", pa.string()),
-    ]
-)
-_PAYLOADS = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("captured_at", _TS),
-        ("content_type", pa.string()),
-        ("size", pa.int64()),
-        ("is_json", pa.bool_()),
-        ("truncated", pa.bool_()),
-        ("redacted", pa.int32()),
-        ("body", pa.string()),
-    ]
-)
+_DEAD_LETTERS = duckdb_store._DEAD_LETTERS
+_PAYLOADS = duckdb_store._PAYLOADS
 
 
 def statements(name: str) -> list[str]:
@@ -122,6 +83,18 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     )
 
 
+class ReadConnection:
+    """What :meth:`ClickHouseStore.reader` hands out: the engine, for the read questions
+    (:mod:`eventscope.tracer.query.clickhouse`) to ask in ClickHouse SQL.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.clickhouse_engine = engine
+
+    def close(self) -> None:
+        """Nothing to release: the engine belongs to the store."""
+
+
 class ClickHouseStore:
     """Writes spans and broker truth to ClickHouse (or chDB); the views answer the questions."""
 
@@ -144,9 +117,7 @@ class ClickHouseStore:
         self.engine.insert_arrow("eventscope_settings", data)
 
     def reader(self) -> Any:
-        from eventscope.tracer.store.clickhouse.questions import Reader
-
-        return Reader(self.engine)
+        return ReadConnection(self.engine)
 
     def append(
         self, batches: Sequence[Normalised | BrokerBatch], resolution: Resolution | None = None
@@ -181,9 +152,7 @@ class ClickHouseStore:
 
     def _write_topology(self, topology: Topology) -> None:
         """A snapshot's rows (newest version wins), and what it no longer lists as absent."""
-        from eventscope.tracer.store import duckdb_store as shapes  # the snapshot's Arrow schemas
-
-        for table, schema, key in shapes._TOPOLOGY:
+        for table, schema, key in duckdb_store._TOPOLOGY:
             rows = getattr(topology, table)
             listed = {tuple(row[k] for k in key) for row in rows}
             stored = self.engine.query_arrow(

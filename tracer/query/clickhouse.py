@@ -1,7 +1,8 @@
 """The read questions in ClickHouse SQL, for a store opened with ``--store chdb://|clickhouse://``.
 
-:mod:`eventscope.tracer.query.questions` hands a question to the connection's ``answer``
-method when it has one (its backend hook); :class:`Reader` is that connection for ClickHouse.
+:mod:`eventscope.tracer.query.questions` hands a question to :func:`answer` when the
+connection it was given is a ClickHouse store's (``store.clickhouse.store.ReadConnection``:
+its backend hook); :class:`Reader` answers it in ClickHouse SQL.
 Answers have the DuckDB questions' shapes (the same keys, ``published_at`` as a datetime), so
 the API, the CLI and the dashboard print them unchanged. Questions not written here yet raise
 :class:`SqlError` with a clear message rather than running DuckDB SQL on ClickHouse.
@@ -18,7 +19,7 @@ from typing import Any
 
 from eventscope.tracer.store.clickhouse.engine import Engine
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +79,14 @@ class Reader:
         """Nothing to release: the engine belongs to the store."""
 
     def _records(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        from eventscope.tracer.query.questions import jsonable
+        from eventscope.tracer.query.sandbox import jsonable
 
         rows = self.engine.query_arrow(sql, parameters).to_pylist()
         return [{name: jsonable(value) for name, value in row.items()} for row in rows]
 
     def answer(self, question: str, *args: Any, **kwargs: Any) -> Any:
         """The question's answer in ClickHouse SQL (the hook of query.questions)."""
-        from eventscope.tracer.query import questions
+        from eventscope.tracer.query import sandbox as questions
 
         function = getattr(self, f"_q_{question}", None)
         if function is None:
@@ -105,7 +106,7 @@ class Reader:
     def _q_run_sql(
         self, sql: str, *, max_rows: int | None = None, timeout_s: float | None = None, arrow: bool = False
     ) -> Any:
-        from eventscope.tracer.query.questions import SqlRejected, SqlResult
+        from eventscope.tracer.query.sandbox import SqlRejected, SqlResult
 
         text = sql.strip().rstrip(";").strip()
         if ";" in text:
@@ -160,3 +161,8 @@ class Reader:
             "orphans": self._records(_EVENT_ORPHANS, params),
             "payload": next(iter(self._records(_EVENT_PAYLOAD, params)), None),
         }
+
+
+def answer(engine: Engine, question: str, *args: Any, **kwargs: Any) -> Any:
+    """``question`` answered in ClickHouse SQL on ``engine`` (the hook of query.questions)."""
+    return Reader(engine).answer(question, *args, **kwargs)
