@@ -34,7 +34,8 @@ from tests.spans import RunningCollector, new_span_id, new_trace, publish, reque
 JOB = "eventscope"
 RULES = DEPLOY / "prometheus" / "eventscope-rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "eventscope.json"
-# one rule that fires at once and one sink, so that labelled alert samples exist
+# one rule that fires at once per event and one that groups them into incidents, and one
+# sink, so that labelled alert and incident samples exist
 ALERTS = """
 [alerts]
 interval = "100ms"
@@ -43,9 +44,15 @@ interval = "100ms"
 name = "all"
 within = "0s"
 
+[[alerts.rules]]
+name = "grouped"
+within = "0s"
+group_by = ["reason"]
+
 [[alerts.sinks]]
 type = "log"
 """
+_LABELLED = ("eventscope_alerts_firing", "eventscope_alert_incidents_open", "eventscope_orphans")
 _METRIC = re.compile(r"\b(eventscope_[a-z_]+)\b")
 _SELECTOR_LABELS = re.compile(r"\b(eventscope_[a-z_]+)\{([^}]*)\}")
 _GROUPING = re.compile(r"\bby \(([^)]*)\)")
@@ -83,9 +90,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, amqp_module: Any, tracing: 
         deadline = time.monotonic() + 10
         while True:  # an orphan, then its alert, so that labelled samples exist
             text = httpx.get(f"{running.url}/metrics", timeout=5).text
-            if "eventscope_alerts_firing{" in text and "eventscope_orphans{" in text:
+            if all(f"{name}{{" in text for name in _LABELLED):
                 break
-            assert time.monotonic() < deadline, "no orphan / firing alert in /metrics"
+            assert time.monotonic() < deadline, f"not all of {_LABELLED} in /metrics"
             time.sleep(0.1)
     finally:
         running.stop()

@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from eventscope.tracer.alerts.issues import ConfigError, ConfigIssue
 
 __all__ = ["ContractError", "ContractIssue", "Declaration", "Document", "load", "parse"]
@@ -99,6 +97,8 @@ class _Lines(dict):  # path tuple → line (1-based)
 
 def _read_yaml(text: str, file: str) -> tuple[Any, _Lines]:
     """YAML (JSON is YAML too) → Python values and the line of every key and item."""
+    import yaml  # the collector extra's: eventscope.toml without [contracts] needs none of it
+
     lines = _Lines()
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -111,7 +111,7 @@ def _read_yaml(text: str, file: str) -> tuple[Any, _Lines]:
         raise ContractError([ContractIssue(file, 1, "the document is empty")])
     constructor = yaml.SafeLoader(text)
 
-    def build(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+    def build(node: Any, path: tuple[Any, ...]) -> Any:
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
