@@ -1,4 +1,4 @@
--- eventscope store, schema version 1: the tables of DESIGN.md "SQL surface" (a public contract:
+-- eventscope store, schema version 1: the tables of the SQL surface (docs/sql.md, a public contract:
 -- extend, don't break). Views and macros live in views.sql and are recreated on every open.
 -- Times are TIMESTAMPTZ (UTC); ids are lowercase hex as in W3C trace context.
 

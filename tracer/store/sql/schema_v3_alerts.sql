@@ -1,5 +1,5 @@
 -- eventscope store, schema version 3: alert lifecycle and delivery state (issue 4,
--- docs/alerts.md). The public `alerts` table keeps exactly its DESIGN.md columns (users insert
+-- docs/alerts.md). The public `alerts` table keeps exactly its documented columns (users insert
 -- into it positionally); what the alert engine knows beyond them lives here, one row per alert:
 --   SELECT * FROM alerts JOIN alert_details USING (alert_id)
 CREATE TABLE IF NOT EXISTS alert_details (
