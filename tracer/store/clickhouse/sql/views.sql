@@ -325,7 +325,8 @@ WHERE since IS NULL OR since < cutoff
 ORDER BY published_at, event_id, queue;
 
 -- The orphans with the grace the collector was started with (eventscope_settings.grace_s,
--- default 30 s).
+-- default 30 s). The same body as orphans_after on purpose: a parametrized view takes literal
+-- parameters only, so this one cannot call orphans_after(grace_s = <the stored setting>).
 CREATE OR REPLACE VIEW orphans AS
 WITH now64(6, 'UTC') - toIntervalMicrosecond(toInt64(coalesce(
     (SELECT toFloat64OrNull(argMax(value, updated_at)) FROM eventscope_settings WHERE name = 'grace_s'), 30.0
