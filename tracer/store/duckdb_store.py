@@ -622,7 +622,8 @@ class Store:
     def _refresh_state(self, event_ids: set[str]) -> None:
         """Re-derive the delivery state (delivery_state.sql) of ``event_ids``, in the caller's
         transaction: the orphans view then only filters it. Only the events that can have a
-        state (delivery_state_candidates.sql) go through the state query, often none.
+        state go through the state query, and only those that had one lose their rows
+        (delivery_state_candidates.sql): often none of either.
         """
         event_ids.discard(None)  # type: ignore[arg-type]
         if not event_ids:
@@ -630,12 +631,12 @@ class Store:
         con = self._connection
         params = {"lo": min(event_ids), "hi": max(event_ids)}
         with registered(con, "_eventscope_touched", _id_table(event_ids)):
-            con.execute(
-                "DELETE FROM delivery_state WHERE event_id IN (SELECT event_id FROM _eventscope_touched)"
-            )
-            candidates = [
-                event_id for (event_id,) in con.execute(_read_sql(_STATE_CANDIDATES), params).fetchall()
-            ]
+            found = con.execute(_read_sql(_STATE_CANDIDATES), params).fetchall()
+            if any(what == "stored" for _, what in found):
+                con.execute(
+                    "DELETE FROM delivery_state WHERE event_id IN (SELECT event_id FROM _eventscope_touched)"
+                )
+        candidates = [event_id for event_id, what in found if what == "derive"]
         if not candidates:
             return
         params = {"lo": min(candidates), "hi": max(candidates)}
