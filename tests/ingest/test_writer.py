@@ -58,6 +58,27 @@ def test_a_commit_waits_for_a_batch_being_decoded(store: Store) -> None:
     assert rows(store, "SELECT count(*) FROM spans") == [(4,)]
 
 
+def test_after_a_group_it_waits_for_the_next_requests_to_arrive(store: Store) -> None:
+    writer = Writer(store, max_wait_s=30, arrival_wait_s=30).start()
+    pipeline = Pipeline(writer, max_body=1 << 20)
+    commits: list[int] = []
+    writer.on_commit = lambda batches: commits.append(len(batches))
+    lone = pipeline.start(lambda: pipeline.decode_protobuf(a_request()))
+    lone.future.result(30)  # type: ignore[union-attr]  # no group before: no wait
+    with writer.expect():  # two at once: one group
+        first = pipeline.start(lambda: pipeline.decode_protobuf(a_request()))
+        second = writer.submit(pipeline.decode_protobuf(a_request()))
+    first.future.result(30)  # type: ignore[union-attr]
+    second.result(30)
+    third = pipeline.start(lambda: pipeline.decode_protobuf(a_request()))
+    assert not third.future.done()  # type: ignore[union-attr]  # waits for the next to arrive …
+    fourth = pipeline.start(lambda: pipeline.decode_protobuf(a_request()))
+    third.future.result(30)  # type: ignore[union-attr]
+    fourth.future.result(30)  # type: ignore[union-attr]
+    assert commits == [1, 2, 2]  # … and commits it with the third
+    writer.close()
+
+
 def test_nothing_announced_means_no_wait(store: Store) -> None:
     writer = Writer(store, max_wait_s=3600).start()
     pipeline = Pipeline(writer, max_body=1 << 20)
@@ -81,6 +102,8 @@ def test_a_request_that_fails_to_decode_is_no_longer_expected(store: Store) -> N
     writer.close()
 
 
-def test_max_wait_must_not_be_negative(store: Store) -> None:
+def test_waits_must_not_be_negative(store: Store) -> None:
     with pytest.raises(ValueError):
         Writer(store, max_wait_s=-1)
+    with pytest.raises(ValueError):
+        Writer(store, arrival_wait_s=-1)

@@ -11,7 +11,10 @@ Group commit waits for what is on its way: a transport announces a batch with
 still being decoded, the writer waits for them (at most ``max_wait_s`` after it took the
 group's first batch) instead of committing a small group: a commit costs ~30 ms of DuckDB
 work whatever its size, so three exporters' requests committed together cost about a third
-of three commits.
+of three commits. When the last commit grouped several requests (exporters send at once),
+it also waits up to ``arrival_wait_s`` for requests about to arrive, until the group is as
+large as the last one: the exporters it just answered send their next ones, and the group
+stays whole instead of splitting in turns.
 
 Bounded with a named drop policy: at most ``max_pending`` batches wait; beyond that
 :meth:`submit` raises :class:`WriteQueueFull` at once (policy ``refuse-newest``, counted in
@@ -49,6 +52,7 @@ _DEFAULT_LOOKUP_INTERVAL_S = 2.0
 _DEFAULT_RETENTION_INTERVAL_S = 3600.0
 _DEFAULT_WRITE_TIMEOUT_S = 30.0
 _DEFAULT_MAX_WAIT_S = 0.05
+_DEFAULT_ARRIVAL_WAIT_S = 0.005
 _WAIT_POLL_S = 0.002
 _FULL_RETRY_S = 0.05
 _STOP = object()
@@ -85,11 +89,12 @@ class Writer:
         retention_s: float | None = None,
         retention_interval_s: float = _DEFAULT_RETENTION_INTERVAL_S,
         max_wait_s: float = _DEFAULT_MAX_WAIT_S,
+        arrival_wait_s: float = _DEFAULT_ARRIVAL_WAIT_S,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
-        if max_wait_s < 0:
-            raise ValueError("max_wait_s must be >= 0")
+        if max_wait_s < 0 or arrival_wait_s < 0:
+            raise ValueError("max_wait_s and arrival_wait_s must be >= 0")
         self.store = store
         self.recorder = Recorder(store)
         self.max_pending = max_pending
@@ -98,6 +103,8 @@ class Writer:
         self.retention_s = retention_s
         self.retention_interval_s = retention_interval_s
         self.max_wait_s = max_wait_s
+        self.arrival_wait_s = min(arrival_wait_s, max_wait_s)
+        self._last_group = 0  # requests in the last commit
         self._expected = 0  # batches being decoded that will be submitted (see expect())
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="eventscope-writer", daemon=True)
@@ -213,7 +220,8 @@ class Writer:
                 item = None
             jobs: list[_Job] = []
             spans = 0
-            wait_until = 0.0
+            wait_until = arrivals_until = 0.0
+            last_group = 0
             while item is not None:
                 if item is _STOP:
                     stopping = True
@@ -230,12 +238,15 @@ class Writer:
                     continue
                 assert isinstance(item, _Job)
                 if not jobs:
-                    wait_until = time.monotonic() + self.max_wait_s
+                    first_at = time.monotonic()
+                    wait_until = first_at + self.max_wait_s
+                    arrivals_until = first_at + self.arrival_wait_s
+                    last_group = self._last_group
                 jobs.append(item)
                 spans += item.batch.accepted
                 if spans >= self.max_group_spans:
                     break
-                item = self._next(wait_until)
+                item = self._next(wait_until, arrivals_until if len(jobs) < last_group else 0.0)
             if jobs:
                 self._write(jobs)
             now = time.monotonic()
@@ -246,20 +257,25 @@ class Writer:
                 next_retention = now + self.retention_interval_s
                 self._housekeeping("retention", self._retain)
 
-    def _next(self, wait_until: float) -> object | None:
-        """The next queued item; while the queue is empty and batches are announced, wait for
-        them until ``wait_until``. None: commit what was taken.
+    def _next(self, wait_until: float, arrivals_until: float) -> object | None:
+        """The next queued item; while the queue is empty, wait for announced batches until
+        ``wait_until``, and for any until ``arrivals_until`` (0: not). None: commit what was
+        taken.
         """
         while True:
             try:
                 return self._queue.get_nowait()
             except queue.Empty:
                 pass
-            remaining = wait_until - time.monotonic()
-            if self._expected <= 0 or remaining <= 0:
+            now = time.monotonic()
+            if self._expected > 0 and now < wait_until:
+                until = wait_until
+            elif now < arrivals_until:
+                until = arrivals_until
+            else:
                 return None
             try:
-                return self._queue.get(timeout=min(remaining, _WAIT_POLL_S))
+                return self._queue.get(timeout=min(until - now, _WAIT_POLL_S))
             except queue.Empty:
                 continue
 
@@ -268,6 +284,7 @@ class Writer:
             self.store.retain(max_age_s=self.retention_s)
 
     def _write(self, jobs: list[_Job]) -> None:
+        self._last_group = len(jobs)
         try:
             self.recorder.append([job.batch for job in jobs])
         except Exception as exc:
