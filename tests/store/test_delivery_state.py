@@ -181,3 +181,40 @@ def test_a_version_3_database_gets_its_state_on_migration(tmp_path: Path) -> Non
         assert maintained == derived == expected
     finally:
         store.close()
+
+
+def test_an_acked_event_without_state_gets_one_when_a_later_write_makes_it_an_orphan(
+    tmp_path: Path,
+) -> None:
+    """The writer re-derives the state only of events that can have one: every delivery acked,
+    no routing known and no dead letter means none. What comes later for such an event counts."""
+    store = open_store(tmp_path / "a.duckdb", grace_s=0)
+    try:
+        trace_id = new_trace()
+        spans = []
+        for event_id in "NDR":
+            sent = publish(trace_id=trace_id, event_id=event_id)
+            spans += [sent, process(trace_id=trace_id, parent=sid(sent), event_id=event_id, queue="work")]
+        store.append([normalise(request(*spans))])
+        assert _assert_same(store) == 0
+        # N: redelivered and nacked; D: dead-lettered from its queue after the delivery;
+        # R: the broker says it was routed to a second queue too, which never delivered it
+        nacked = process(
+            trace_id=trace_id, parent=None, event_id="N", queue="work", outcome="nack", start_ms=50
+        )
+        store.append([normalise(request(nacked))])
+        store.append([dead_letter("D", "work", "rejected", at_ms=60)])
+        store.append([firehose(record("publish", "shop", message_id="R", routed=["work", "billing"]))])
+        assert _assert_same(store) == 3
+        reader = store.reader()
+        try:
+            found = reader.execute("SELECT event_id, queue, reason FROM orphans ORDER BY event_id").fetchall()
+        finally:
+            reader.close()
+        assert found == [
+            ("D", "work", "dead_lettered"),
+            ("N", "work", "failed"),
+            ("R", "billing", "unconsumed"),
+        ]
+    finally:
+        store.close()

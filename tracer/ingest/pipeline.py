@@ -101,7 +101,13 @@ class Pipeline:
 
     # -- the sequence --------------------------------------------------------------------------
     def start(self, decode: Callable[[], Normalised]) -> Pending:
-        """Decode (``decode`` raises the codec's errors), count, submit; never raises."""
+        """Decode (``decode`` raises the codec's errors), count, submit; never raises. The
+        writer knows a batch is on its way while it is decoded (group commit).
+        """
+        with self.writer.expect():
+            return self._start(decode)
+
+    def _start(self, decode: Callable[[], Normalised]) -> Pending:
         try:
             batch = decode()
         except codec.UnsupportedMediaType as exc:

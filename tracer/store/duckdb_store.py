@@ -65,6 +65,7 @@ _MIGRATIONS = {
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
+_STATE_CANDIDATES = "delivery_state_candidates.sql"
 _STATE_VERSION = 4  # the migration that adds delivery_state: fill it for the rows already there
 _SANDBOX = {
     "enable_external_access": False,
@@ -301,6 +302,10 @@ def _arrow(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 _CLUSTER_GAP_US = 600 * 1_000_000  # start times further apart than this are looked up apart
 
 
+def _id_table(event_ids: Iterable[str]) -> pa.Table:
+    return pa.Table.from_arrays([pa.array(list(event_ids), pa.string())], schema=_EVENT_IDS)
+
+
 def _time_clusters(times_us: Iterable[int]) -> list[tuple[int, int]]:
     """The (first, last) of each run of sorted times with no gap above ``_CLUSTER_GAP_US``."""
     clusters: list[tuple[int, int]] = []
@@ -316,6 +321,7 @@ def _ts(us: int) -> Any:
     return pa.scalar(us, _TS).as_py()
 
 
+@functools.cache
 def _read_sql(name: str) -> str:
     return (
         resources.files("eventscope.tracer.store").joinpath("sql").joinpath(name).read_text(encoding="utf-8")
@@ -485,13 +491,14 @@ class Store:
             return
         con = self._connection
         params = {"lo": min(unique), "hi": max(unique)}
-        with registered(con, "_eventscope_batch", _arrow(list(unique.values()), _EVENTS)):
+        with registered(con, "_eventscope_batch", _id_table(unique)):
             stored = dict(con.execute(_STORED_EVENTS, params).fetchall())
-            other, merge = _MERGES[side]
-            if other in stored.values():
+        other, merge = _MERGES[side]
+        if other in stored.values():
+            with registered(con, "_eventscope_batch", _arrow(list(unique.values()), _EVENTS)):
                 con.execute(merge, params)
         new = [row for event_id, row in unique.items() if event_id not in stored]
-        if new:
+        if new:  # the rows as Arrow once: only the ids for the lookup above
             self._insert_arrow("events", _arrow(new, _EVENTS), plain=True)
 
     def _reconcile_deliveries(self, event_ids: set[str], since_us: int | None) -> None:
@@ -614,18 +621,26 @@ class Store:
 
     def _refresh_state(self, event_ids: set[str]) -> None:
         """Re-derive the delivery state (delivery_state.sql) of ``event_ids``, in the caller's
-        transaction: the orphans view then only filters it.
+        transaction: the orphans view then only filters it. Only the events that can have a
+        state go through the state query, and only those that had one lose their rows
+        (delivery_state_candidates.sql): often none of either.
         """
         event_ids.discard(None)  # type: ignore[arg-type]
         if not event_ids:
             return
         con = self._connection
-        touched = pa.Table.from_arrays([pa.array(list(event_ids), pa.string())], schema=_EVENT_IDS)
         params = {"lo": min(event_ids), "hi": max(event_ids)}
-        with registered(con, "_eventscope_touched", touched):
-            con.execute(
-                "DELETE FROM delivery_state WHERE event_id IN (SELECT event_id FROM _eventscope_touched)"
-            )
+        with registered(con, "_eventscope_touched", _id_table(event_ids)):
+            found = con.execute(_read_sql(_STATE_CANDIDATES), params).fetchall()
+            if any(what == "stored" for _, what in found):
+                con.execute(
+                    "DELETE FROM delivery_state WHERE event_id IN (SELECT event_id FROM _eventscope_touched)"
+                )
+        candidates = [event_id for event_id, what in found if what == "derive"]
+        if not candidates:
+            return
+        params = {"lo": min(candidates), "hi": max(candidates)}
+        with registered(con, "_eventscope_touched", _id_table(candidates)):
             con.execute(
                 "INSERT INTO delivery_state " + _read_state_sql().replace("{scope}", _STATE_SCOPE), params
             )
