@@ -16,6 +16,13 @@ from eventscope.tracer.store.clickhouse.store import ClickHouseStore
 _TABLES = (
     "otel_traces",
     "span_messages",
+    "span_tree",
+    "span_keys",
+    "derived_events",
+    "derived_deliveries",
+    "derived_edges",
+    "derive_keys",
+    "derive_resolved",
     "broker_events",
     "broker_deliveries",
     "broker_dead_letters",

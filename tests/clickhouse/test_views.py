@@ -143,6 +143,50 @@ def test_the_same_answers_from_duckdb_and_chdb(tmp_path: Path, chstore: Any) -> 
         duck.close()
 
 
+def _one_span_per_request(requests: list[Any]) -> list[Any]:
+    """The shop's spans, one request each (each service's spans keep their service)."""
+    out = []
+    for message in requests:
+        for resource_spans in message.resource_spans:
+            service = resource_spans.resource.attributes[0].value.string_value
+            for scope_spans in resource_spans.scope_spans:
+                out += [request(one, service=service) for one in scope_spans.spans]
+    return out
+
+
+@pytest.mark.parametrize("order", ["reversed, broker first", "interleaved, broker last"])
+def test_the_derive_follows_batches_in_any_order(tmp_path: Path, chstore: Any, order: str) -> None:
+    """Spans and broker rows arriving one batch at a time, children before parents, the link
+    target after the linked delivery, records before or after their spans: the derived
+    tables end up as the one-shot DuckDB store's answers."""
+    requests, broker = _shop(), _firehose()
+    duck = _duck(tmp_path, requests, broker)
+    singles = _one_span_per_request(requests)
+    if order.startswith("reversed"):
+        batches = [broker] + [normalise(r) for r in reversed(singles)]
+    else:
+        batches = [normalise(r) for r in singles[1::2] + singles[0::2]] + [broker]
+    for batch in batches:
+        chstore.append([batch])
+    ch, dk = chstore.reader(), duck.reader()
+    try:
+        for name, sql in QUERIES.items():
+            assert _rows(ch, sql) == _rows(dk, sql), name
+        fates = [
+            sorted((o["event_id"], o["queue"], o["reason"]) for o in questions.orphans(r, grace_s=0))
+            for r in (ch, dk)
+        ]
+        assert fates[0] == fates[1]
+        for root in ("order-1", "pay-1"):
+            assert [(c["event_id"], c["depth"]) for c in questions.chain(ch, root)] == [
+                (c["event_id"], c["depth"]) for c in questions.chain(dk, root)
+            ]
+        deleted = _rows(ch, "SELECT count() FROM derived_deliveries FINAL WHERE event_id IS NULL")
+        assert deleted == [(0,)]  # the linked delivery's unresolved row is gone once resolved
+    finally:
+        duck.close()
+
+
 def test_a_replayed_batch_is_counted_once(chstore: Any) -> None:
     requests, broker = _shop(), _firehose()
     for _ in range(2):

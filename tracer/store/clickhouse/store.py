@@ -9,8 +9,9 @@ Same duties as the DuckDB store for the collector (:meth:`append`, :meth:`reader
 * broker truth (firehose, dead-letter tap, management poller) goes into the ``broker_*``
   ReplacingMergeTree tables, keyed by each row's identity, so several collect instances can
   consume one tap queue and a replayed record is stored once;
-* nothing is merged on write: the public views (sql/views.sql) derive ``events``,
-  ``deliveries``, ``causal_edges``, ``orphans`` and ``chain`` inside ClickHouse.
+* what needs more than one row (events merged from span and broker rows, deliveries paired
+  with their records, parentage) is derived after each batch for what the batch touched
+  (:mod:`.derive`), into tables the public views (sql/views.sql) read.
 
 Applying the DDL is idempotent (``IF NOT EXISTS`` tables, ``CREATE OR REPLACE`` views), so
 every instance applies it on open.
@@ -30,7 +31,7 @@ import pyarrow as pa
 
 from eventscope.tracer.store import duckdb_store
 from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
-from eventscope.tracer.store.clickhouse import loader
+from eventscope.tracer.store.clickhouse import derive, loader
 from eventscope.tracer.store.clickhouse.engine import Engine
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class ClickHouseStore:
         self.url = url
         self.path = url
         self.counts = Counts()
+        self.derived = derive.DeriveCounts()
         self.had_rows_at_open = False  # lineage is SQL here: nothing to look up after a restart
         self._close_lock = threading.Lock()
         self._closed = False
@@ -146,6 +148,12 @@ class ClickHouseStore:
         for batch in broker:
             if batch.topology is not None:
                 self._write_topology(batch.topology)
+        derive.refresh(
+            self.engine,
+            traces=(row["TraceId"] for row in spans),
+            events=[row["event_id"] for row in events + deliveries],
+            counts=self.derived,
+        )
         self.counts.spans += len(spans)
         self.counts.batches += len(batches)
         self.counts.broker_rows += sum(batch.accepted for batch in broker)
