@@ -6,6 +6,7 @@ does, and the read connection refuses writes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from eventscope.tracer.broker.records import BrokerBatch
 from eventscope.tracer.ingest.normaliser import normalise
 from eventscope.tracer.query import questions
 from eventscope.tracer.store.clickhouse import loader
+from eventscope.tracer.store.clickhouse import store as store_module
 from eventscope.tracer.store.urls import parse_store_url
 from tests.spans import new_span_id, new_trace, open_store, process, publish, request, settle, sid
 
@@ -194,6 +196,29 @@ def test_a_replayed_batch_is_counted_once(chstore: Any) -> None:
     reader = chstore.reader()
     assert _rows(reader, "SELECT count() FROM events WHERE event_id = 'order-1'") == [(1,)]
     assert _rows(reader, "SELECT count() FROM deliveries WHERE event_id = 'order-1'") == [(1,)]
+
+
+def test_retention_is_each_tables_ttl(chstore: Any) -> None:
+    requests, broker = _shop(), _firehose()  # the spans are from 2023-11 (tests/spans.py)
+    for row in broker.events + broker.deliveries:  # the firehose rows from 2020-09
+        row["published_at" if "published_at" in row else "received_at"] = 1_600_000_000_000_000
+    chstore.append([normalise(r) for r in requests] + [broker])
+    max_age_s = int(time.time()) - 1_650_000_000  # keep what happened since 2022-04
+    chstore.retain(max_age_s=max_age_s)
+    try:
+        for table in ("otel_traces", "derived_events", "derived_deliveries", "derived_edges"):
+            ddl = chstore.engine.query_arrow(f"SHOW CREATE TABLE {table}").column(0)[0].as_py()
+            assert "TTL" in ddl and str(max_age_s) in ddl, table
+        for table in ("broker_events", "broker_deliveries", "derived_events", "derived_deliveries"):
+            chstore.engine.command(f"OPTIMIZE TABLE {table} FINAL")
+        reader = chstore.reader()
+        assert _rows(reader, "SELECT count() FROM broker_events") == [(0,)]  # expired
+        assert _rows(reader, "SELECT count() FROM events WHERE event_id LIKE 'fh-%'") == [(0,)]
+        assert _rows(reader, "SELECT count() FROM events WHERE event_id = 'order-1'") == [(1,)]  # kept
+    finally:
+        chstore._ttl_s = None
+        for table, _ in store_module._TTL_COLUMNS:
+            chstore.engine.command(f"ALTER TABLE {table} REMOVE TTL")
 
 
 def test_the_loader_writes_what_the_exporter_writes(chstore: Any) -> None:

@@ -52,6 +52,20 @@ _BROKER_DELIVERIES = pa.schema(
     ]
 )
 _DEAD_LETTERS = duckdb_store._DEAD_LETTERS
+# What retention (the TTL) reads in each table: the time its row happened.
+_TTL_COLUMNS = (
+    ("otel_traces", "toDateTime(Timestamp)"),
+    ("span_messages", "toDateTime(start_time)"),
+    ("span_tree", "toDateTime(start_time)"),
+    ("span_keys", "toDateTime(start_time)"),
+    ("derived_events", "toDateTime(published_at)"),
+    ("derived_deliveries", "toDateTime(assumeNotNull(received_at))"),
+    ("derived_edges", "derived_at"),
+    ("broker_events", "toDateTime(published_at)"),
+    ("broker_deliveries", "toDateTime(received_at)"),
+    ("broker_dead_letters", "toDateTime(observed_at)"),
+    ("broker_payloads", "toDateTime(captured_at)"),
+)
 _PAYLOADS = duckdb_store._PAYLOADS
 
 
@@ -108,6 +122,7 @@ class ClickHouseStore:
         self.had_rows_at_open = False  # lineage is SQL here: nothing to look up after a restart
         self._close_lock = threading.Lock()
         self._closed = False
+        self._ttl_s: int | None = None
         apply_schema(engine)
         self.set_setting("grace_s", repr(float(grace_s)))
 
@@ -189,7 +204,14 @@ class ClickHouseStore:
         """Nothing to write: the views derive what lineage resolves."""
 
     def retain(self, *, max_age_s: float) -> None:
-        """Retention is the tables' TTL in ClickHouse (docs/scaling.md); nothing to do here."""
+        """Keep ``max_age_s`` of history: each table's TTL (ClickHouse drops what expired in its
+        merges, docs/scaling.md "Retention"); set once per value, the writer calls this often."""
+        seconds = max(1, int(max_age_s))
+        if seconds == self._ttl_s:
+            return
+        for table, column in _TTL_COLUMNS:
+            self.engine.command(f"ALTER TABLE {table} MODIFY TTL {column} + toIntervalSecond({seconds})")
+        self._ttl_s = seconds
 
     def close(self) -> None:
         with self._close_lock:

@@ -113,13 +113,14 @@ CREATE TABLE IF NOT EXISTS span_tree (
     trace_id String,
     span_id String,
     parent_span_id Nullable(String),
-    consumer Bool
+    consumer Bool,
+    start_time DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (trace_id, span_id);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS span_tree_mv TO span_tree AS
 SELECT TraceId AS trace_id, SpanId AS span_id, nullIf(ParentSpanId, '') AS parent_span_id,
-       upper(SpanKind) = 'CONSUMER' AS consumer
+       upper(SpanKind) = 'CONSUMER' AS consumer, toDateTime64(Timestamp, 6, 'UTC') AS start_time
 FROM otel_traces;
 
 CREATE TABLE IF NOT EXISTS span_keys (
@@ -130,12 +131,13 @@ CREATE TABLE IF NOT EXISTS span_keys (
     parent_span_id Nullable(String),
     causation_id Nullable(String),
     link_trace_id Nullable(String),
-    link_span_id Nullable(String)
+    link_span_id Nullable(String),
+    start_time DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (trace_id, span_id);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS span_keys_mv TO span_keys AS
-SELECT trace_id, span_id, op, event_key, parent_span_id, causation_id, link_trace_id, link_span_id
+SELECT trace_id, span_id, op, event_key, parent_span_id, causation_id, link_trace_id, link_span_id, start_time
 FROM span_messages;
 
 -- Causal edges, stored: the x-causation-id ones on insert (materialized views over the
@@ -146,7 +148,8 @@ CREATE TABLE IF NOT EXISTS derived_edges (
     cause_event_id String,
     effect_event_id String,
     via LowCardinality(String),
-    rank UInt8
+    rank UInt8,
+    derived_at DateTime DEFAULT now()
 ) ENGINE = ReplacingMergeTree
 ORDER BY (cause_event_id, effect_event_id, rank);
 

@@ -215,7 +215,7 @@ SETTINGS join_use_nulls = 1;
 -- whose nearest CONSUMER ancestor (up to three spans up) delivered another event was caused
 -- by that event. A trace's spans may arrive in any order and in several batches: every
 -- batch derives its traces again (the edges only grow; the table keeps each once).
-INSERT INTO derived_edges
+INSERT INTO derived_edges (cause_event_id, effect_event_id, via, rank)
 WITH
     candidates AS (
         SELECT trace_id, assumeNotNull(parent_span_id) AS parent_span_id, event_key AS effect
