@@ -72,6 +72,7 @@ def run(events: int, root: Path) -> dict[str, float]:
         "derived_events",
         "derived_deliveries",
         "derived_edges",
+        "derived_fates",
         "derive_keys",
         "derive_resolved",
         "broker_events",

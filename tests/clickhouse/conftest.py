@@ -21,6 +21,7 @@ _TABLES = (
     "derived_events",
     "derived_deliveries",
     "derived_edges",
+    "derived_fates",
     "derive_keys",
     "derive_resolved",
     "broker_events",

@@ -1,6 +1,7 @@
 """The per-batch derive: after a batch's rows are inserted, what the batch touched is derived
-again into ``derived_events``, ``derived_deliveries`` and ``derived_edges``, so that the
-questions read tables instead of deriving the whole history on every query.
+again into ``derived_events``, ``derived_deliveries``, ``derived_fates`` (what the orphan
+views read) and ``derived_edges``, so that the questions read tables instead of deriving the
+whole history on every query.
 
 Why per batch and not per row: a delivery is paired with its firehose record, an event's span
 and broker rows merge, and parentage needs a trace's spans, which arrive in any order and in
@@ -97,6 +98,7 @@ def refresh(
     engine.command(_STATEMENTS["events"], {**scope, "version": time.time_ns()})
     engine.command(_STATEMENTS["resolve"], scope)
     engine.command(_STATEMENTS["deliveries"], {**scope, "version": time.time_ns()})
+    engine.command(_STATEMENTS["fates"], {**scope, "version": time.time_ns()})
     if counts is not None:
         counts.batches += 1
         counts.seconds += time.perf_counter() - started

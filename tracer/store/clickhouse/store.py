@@ -60,6 +60,7 @@ _TTL_COLUMNS = (
     ("span_keys", "toDateTime(start_time)"),
     ("derived_events", "toDateTime(published_at)"),
     ("derived_deliveries", "toDateTime(assumeNotNull(received_at))"),
+    ("derived_fates", "toDateTime(published_at)"),
     ("derived_edges", "derived_at"),
     ("broker_events", "toDateTime(published_at)"),
     ("broker_deliveries", "toDateTime(received_at)"),
@@ -166,7 +167,7 @@ class ClickHouseStore:
         derive.refresh(
             self.engine,
             traces=(row["TraceId"] for row in spans),
-            events=[row["event_id"] for row in events + deliveries],
+            events=[row["event_id"] for row in events + deliveries + dead_letters],
             counts=self.derived,
         )
         self.counts.spans += len(spans)

@@ -165,7 +165,8 @@ SELECT assumeNotNull(causation_id) AS cause_event_id, event_id AS effect_event_i
 FROM broker_events
 WHERE causation_id IS NOT NULL AND causation_id != event_id;
 
--- The merged events and the paired deliveries of docs/sql.md, rewritten by the per-batch
+-- The merged events, the paired deliveries and the fates (what orphans reads) of docs/sql.md,
+-- rewritten by the per-batch
 -- derive (refresh.sql) for the events a batch touched: the newest `version` of a row wins;
 -- a delivery row the newest derive no longer makes is replaced by a deleted one.
 CREATE TABLE IF NOT EXISTS derived_events (
@@ -206,6 +207,21 @@ CREATE TABLE IF NOT EXISTS derived_deliveries (
     deleted UInt8
 ) ENGINE = ReplacingMergeTree(version, deleted)
 ORDER BY (grp, row_key);
+
+CREATE TABLE IF NOT EXISTS derived_fates (
+    event_id String,
+    row_key String,
+    queue Nullable(String),
+    state LowCardinality(String),
+    since Nullable(DateTime64(6, 'UTC')),
+    published_at DateTime64(6, 'UTC'),
+    event_type Nullable(String),
+    exchange Nullable(String),
+    routing_key Nullable(String),
+    version UInt64,
+    deleted UInt8
+) ENGINE = ReplacingMergeTree(version, deleted)
+ORDER BY (event_id, row_key);
 
 -- Scratch rows of one derive (derive.py): the keys a batch touched and the deliveries it
 -- resolved, read by the statements of that derive only (derive_id) and dropped by the hour.

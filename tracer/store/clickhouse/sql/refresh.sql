@@ -211,6 +211,82 @@ FROM (SELECT * EXCEPT (derive_id, created_at) FROM derive_resolved WHERE derive_
 WHERE event_id IS NULL
 SETTINGS join_use_nulls = 1;
 
+-- @fates: the orphan rules of delivery_state.sql for the touched events: one row per (event,
+-- expected queue) whose fate is not (yet) fine; `since` is when the grace starts (NULL: none).
+-- What depends on the clock (the grace, a queue's message TTL) is the orphan views' part, at
+-- read time. The rows these events had before are written deleted first, as for deliveries.
+INSERT INTO derived_fates
+WITH
+    ev AS (SELECT * FROM derived_events FINAL WHERE event_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')),
+    dels AS (SELECT * FROM derived_deliveries FINAL WHERE grp IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event') AND event_id IS NOT NULL),
+    latest AS (
+        SELECT event_id, queue, outcome, received_at, settled_at, trace_id IS NOT NULL AS traced
+        FROM dels
+        ORDER BY received_at DESC, span_id DESC NULLS LAST
+        LIMIT 1 BY event_id, queue
+    ),
+    deaths AS (
+        SELECT event_id, queue, max(observed_at) AS observed_at
+        FROM broker_dead_letters FINAL
+        WHERE event_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')
+        GROUP BY event_id, queue
+    ),
+    delivered_pairs AS (SELECT DISTINCT event_id, queue FROM dels),
+    unrouted AS (
+        SELECT e.event_id AS event_id, e.published_at AS published_at,
+               if(e.exchange IN ('', 'amq.default'), e.routing_key, NULL) AS queue
+        FROM ev e
+        WHERE NOT e.routed_known AND e.event_id NOT IN (SELECT event_id FROM dels)
+    ),
+    undelivered AS (
+        SELECT event_id, queue, published_at
+        FROM (SELECT event_id, arrayJoin(routed_queues) AS queue, published_at FROM ev WHERE routed_known)
+        WHERE (event_id, queue) NOT IN (SELECT event_id, queue FROM delivered_pairs)
+        UNION ALL
+        SELECT event_id, queue, published_at
+        FROM unrouted
+        WHERE event_id NOT IN (SELECT event_id FROM deaths)
+    ),
+    found AS (
+        SELECT event_id, CAST(NULL AS Nullable(String)) AS queue, 'unroutable' AS state,
+               CAST(NULL AS Nullable(DateTime64(6, 'UTC'))) AS since
+        FROM ev
+        WHERE routed_known AND length(routed_queues) = 0
+        UNION ALL
+        SELECT x.event_id, x.queue, if(dl.observed_at IS NOT NULL, 'dead_lettered', 'undelivered'), x.published_at
+        FROM undelivered x
+        LEFT JOIN deaths dl ON dl.event_id = x.event_id AND dl.queue = x.queue
+        UNION ALL
+        SELECT u.event_id, dl.queue, 'dead_lettered', u.published_at
+        FROM unrouted u
+        JOIN deaths dl ON dl.event_id = u.event_id
+        UNION ALL
+        SELECT l.event_id, l.queue,
+               multiIf(
+                   dl.observed_at >= l.received_at, 'dead_lettered',
+                   l.outcome IS NULL, 'unacked',
+                   l.outcome = 'requeue', 'unconsumed',
+                   'failed'
+               ),
+               coalesce(l.settled_at, l.received_at)
+        FROM latest l
+        LEFT JOIN deaths dl ON dl.event_id = l.event_id AND dl.queue = l.queue
+        WHERE dl.observed_at >= l.received_at
+           OR l.outcome != 'ack'
+           OR (l.outcome IS NULL AND l.traced)
+    )
+SELECT event_id, row_key, queue, state, since, published_at, event_type, exchange, routing_key,
+       {version:UInt64} AS version, toUInt8(1) AS deleted
+FROM derived_fates FINAL
+WHERE event_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')
+UNION ALL
+SELECT f.event_id AS event_id, concat(coalesce(f.queue, ''), '|', f.state) AS row_key, f.queue AS queue,
+       f.state AS state, f.since AS since, e.published_at AS published_at, e.event_type AS event_type,
+       e.exchange AS exchange, e.routing_key AS routing_key, {version:UInt64} + 1 AS version, toUInt8(0) AS deleted
+FROM found f
+JOIN ev e ON e.event_id = f.event_id
+SETTINGS join_use_nulls = 1;
+
 -- @parentage: span parentage for the batch's traces: a publish without a causation id
 -- whose nearest CONSUMER ancestor (up to three spans up) delivered another event was caused
 -- by that event. A trace's spans may arrive in any order and in several batches: every
