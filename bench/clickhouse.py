@@ -69,6 +69,7 @@ def run(events: int, root: Path) -> dict[str, float]:
         "span_messages",
         "span_tree",
         "span_keys",
+        "span_links",
         "derived_events",
         "derived_deliveries",
         "derived_edges",

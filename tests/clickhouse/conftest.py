@@ -18,6 +18,7 @@ _TABLES = (
     "span_messages",
     "span_tree",
     "span_keys",
+    "span_links",
     "derived_events",
     "derived_deliveries",
     "derived_edges",

@@ -58,6 +58,7 @@ _TTL_COLUMNS = (
     ("span_messages", "toDateTime(start_time)"),
     ("span_tree", "toDateTime(start_time)"),
     ("span_keys", "toDateTime(start_time)"),
+    ("span_links", "toDateTime(start_time)"),
     ("derived_events", "toDateTime(published_at)"),
     ("derived_deliveries", "toDateTime(assumeNotNull(received_at))"),
     ("derived_fates", "toDateTime(published_at)"),

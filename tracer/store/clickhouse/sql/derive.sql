@@ -132,13 +132,31 @@ CREATE TABLE IF NOT EXISTS span_keys (
     causation_id Nullable(String),
     link_trace_id Nullable(String),
     link_span_id Nullable(String),
+    settle_outcome Nullable(String),
     start_time DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (trace_id, span_id);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS span_keys_mv TO span_keys AS
-SELECT trace_id, span_id, op, event_key, parent_span_id, causation_id, link_trace_id, link_span_id, start_time
+SELECT trace_id, span_id, op, event_key, parent_span_id, causation_id, link_trace_id, link_span_id,
+       settle_outcome, start_time
 FROM span_messages;
+
+-- Deliveries without a message id that link to a producer span, by the span they link to.
+CREATE TABLE IF NOT EXISTS span_links (
+    link_trace_id String,
+    link_span_id String,
+    trace_id String,
+    span_id String,
+    start_time DateTime64(6, 'UTC')
+) ENGINE = ReplacingMergeTree
+ORDER BY (link_trace_id, link_span_id, trace_id, span_id);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS span_links_mv TO span_links AS
+SELECT assumeNotNull(link_trace_id) AS link_trace_id, assumeNotNull(link_span_id) AS link_span_id, trace_id,
+       span_id, start_time
+FROM span_messages
+WHERE op IN ('process', 'receive') AND event_key = '' AND link_trace_id IS NOT NULL AND link_span_id IS NOT NULL;
 
 -- Causal edges, stored: the x-causation-id ones on insert (materialized views over the
 -- producer spans and the firehose's publish records), the parentage ones by the per-batch

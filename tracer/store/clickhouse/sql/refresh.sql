@@ -90,16 +90,28 @@ WITH
     own AS (
         SELECT trace_id, span_id FROM span_messages WHERE op = 'send' AND event_key IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')
     ),
+    anonymous AS (
+        SELECT trace_id, span_id FROM span_keys
+        WHERE (trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') OR trace_id IN (SELECT trace_id FROM own))
+          AND op IN ('process', 'receive') AND event_key = ''
+        UNION ALL
+        SELECT trace_id, span_id FROM span_links
+        WHERE link_trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace')
+           OR (link_trace_id IN (SELECT trace_id FROM own)
+               AND (link_trace_id, link_span_id) IN (SELECT trace_id, span_id FROM own))
+    ),
     scope AS (
-        SELECT * FROM span_messages
-        WHERE op IN ('process', 'receive') AND (
-            event_key IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')
-            OR (event_key = '' AND (
-                trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace')
-                OR trace_id IN (SELECT trace_id FROM own)
-                OR assumeNotNull(link_trace_id) IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace')
-                OR (assumeNotNull(link_trace_id), assumeNotNull(link_span_id)) IN (SELECT trace_id, span_id FROM own)
-            ))
+        -- by the primary keys only (the cost follows the batch): deliveries by message id, and
+        -- those without one in the batch's traces, in the touched events' traces, or linking
+        -- to either
+        SELECT * FROM (
+            SELECT * FROM span_messages
+            WHERE op IN ('process', 'receive') AND event_key IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')
+            UNION ALL
+            SELECT * FROM span_messages
+            WHERE op IN ('process', 'receive') AND event_key = ''
+              AND trace_id IN (SELECT trace_id FROM anonymous)
+              AND (trace_id, span_id) IN (SELECT trace_id, span_id FROM anonymous)
         )
         LIMIT 1 BY trace_id, span_id
     ),
@@ -118,9 +130,9 @@ WITH
         FROM (
             SELECT trace_id, assumeNotNull(parent_span_id) AS parent, settle_outcome AS outcome_of_settle,
                    start_time AS t
-            FROM span_messages
-            WHERE op = 'settle' AND settle_outcome IS NOT NULL AND parent_span_id IS NOT NULL
-              AND trace_id IN (SELECT trace_id FROM scope)
+            FROM span_keys
+            WHERE trace_id IN (SELECT trace_id FROM scope)
+              AND op = 'settle' AND settle_outcome IS NOT NULL AND parent_span_id IS NOT NULL
         )
         GROUP BY trace_id, parent
     ),
