@@ -24,6 +24,8 @@ _TABLES = (
     "derived_edges",
     "derived_fates",
     "derive_keys",
+    "derive_spans",
+    "derive_scope",
     "derive_resolved",
     "broker_events",
     "broker_deliveries",

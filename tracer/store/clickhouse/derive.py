@@ -93,9 +93,11 @@ def refresh(
     )
     scope = {"derive": derive_id}
     if trace_ids:
+        engine.command(_STATEMENTS["spans"], scope)
         engine.command(_STATEMENTS["touched"], scope)
         engine.command(_STATEMENTS["parentage"], scope)
     engine.command(_STATEMENTS["events"], {**scope, "version": time.time_ns()})
+    engine.command(_STATEMENTS["scope"], scope)
     engine.command(_STATEMENTS["resolve"], scope)
     engine.command(_STATEMENTS["deliveries"], {**scope, "version": time.time_ns()})
     engine.command(_STATEMENTS["fates"], {**scope, "version": time.time_ns()})

@@ -241,8 +241,9 @@ CREATE TABLE IF NOT EXISTS derived_fates (
 ) ENGINE = ReplacingMergeTree(version, deleted)
 ORDER BY (event_id, row_key);
 
--- Scratch rows of one derive (derive.py): the keys a batch touched and the deliveries it
--- resolved, read by the statements of that derive only (derive_id) and dropped by the hour.
+-- Scratch rows of one derive (derive.py): the keys a batch touched, its traces' spans, the
+-- deliveries in its scope and what they resolved to; read by the statements of that derive
+-- only (derive_id), dropped by the hour.
 CREATE TABLE IF NOT EXISTS derive_keys (
     derive_id UInt64,
     kind LowCardinality(String),
@@ -251,6 +252,49 @@ CREATE TABLE IF NOT EXISTS derive_keys (
 ) ENGINE = MergeTree
 PARTITION BY toStartOfHour(created_at)
 ORDER BY (derive_id, kind, id)
+TTL created_at + INTERVAL 1 HOUR
+SETTINGS ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS derive_spans (
+    derive_id UInt64,
+    trace_id String,
+    span_id String,
+    parent_span_id Nullable(String),
+    consumer Bool,
+    op Nullable(String),
+    event_key Nullable(String),
+    causation_id Nullable(String),
+    link_trace_id Nullable(String),
+    link_span_id Nullable(String),
+    settle_outcome Nullable(String),
+    start_time DateTime64(6, 'UTC'),
+    created_at DateTime DEFAULT now()
+) ENGINE = MergeTree
+PARTITION BY toStartOfHour(created_at)
+ORDER BY (derive_id, trace_id, span_id)
+TTL created_at + INTERVAL 1 HOUR
+SETTINGS ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS derive_scope (
+    derive_id UInt64,
+    trace_id String,
+    span_id String,
+    parent_span_id Nullable(String),
+    message_id Nullable(String),
+    queue Nullable(String),
+    service Nullable(String),
+    start_time DateTime64(6, 'UTC'),
+    end_time DateTime64(6, 'UTC'),
+    outcome Nullable(String),
+    auto_ack Bool,
+    redelivered Nullable(Bool),
+    error Nullable(String),
+    link_trace_id Nullable(String),
+    link_span_id Nullable(String),
+    created_at DateTime DEFAULT now()
+) ENGINE = MergeTree
+PARTITION BY toStartOfHour(created_at)
+ORDER BY (derive_id, trace_id, span_id)
 TTL created_at + INTERVAL 1 HOUR
 SETTINGS ttl_only_drop_parts = 1;
 

@@ -4,16 +4,29 @@
 -- (the event ids it touched); the writes take {version:UInt64} (newer derives win).
 -- Each statement starts with a `-- @name` line.
 
+-- @spans: every span of the batch's traces, read once (span_tree and span_keys are ordered by
+-- trace id, which is random: each lookup of a batch's traces reads most of the table's
+-- granules, so the statements below read this copy instead).
+INSERT INTO derive_spans (derive_id, trace_id, span_id, parent_span_id, consumer, op, event_key, causation_id,
+                          link_trace_id, link_span_id, settle_outcome, start_time)
+SELECT {derive:UInt64}, t.trace_id, t.span_id, t.parent_span_id, t.consumer, k.op, k.event_key, k.causation_id,
+       k.link_trace_id, k.link_span_id, k.settle_outcome, t.start_time
+FROM (SELECT * FROM span_tree WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') LIMIT 1 BY trace_id, span_id) AS t
+LEFT JOIN (SELECT * FROM span_keys WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') LIMIT 1 BY trace_id, span_id) AS k
+    ON k.trace_id = t.trace_id AND k.span_id = t.span_id
+SETTINGS join_use_nulls = 1;
+
 -- @touched: the event ids a batch's traces touched: the events of its messaging spans, and
 -- the events its deliveries reach through a link (derive.py adds the broker rows' ones).
 INSERT INTO derive_keys (derive_id, kind, id)
 SELECT DISTINCT {derive:UInt64}, 'event', event_key FROM (
-    SELECT event_key FROM span_keys WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') AND event_key != ''
+    SELECT event_key FROM derive_spans
+    WHERE derive_id = {derive:UInt64} AND event_key IS NOT NULL AND event_key != ''
     UNION ALL
     SELECT event_key FROM span_keys
     WHERE op = 'send' AND (trace_id, span_id) IN (
-        SELECT assumeNotNull(link_trace_id), assumeNotNull(link_span_id) FROM span_keys
-        WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') AND op IN ('process', 'receive') AND event_key = ''
+        SELECT assumeNotNull(link_trace_id), assumeNotNull(link_span_id) FROM derive_spans
+        WHERE derive_id = {derive:UInt64} AND op IN ('process', 'receive') AND event_key = ''
           AND link_trace_id IS NOT NULL
     )
 );
@@ -80,30 +93,31 @@ FULL OUTER JOIN (
 ) AS b USING (event_id)
 SETTINGS join_use_nulls = 1;
 
--- @resolve: the consumer spans whose delivery may belong to a touched event (or whose event is
--- not known yet, in a touched trace), their event resolved (message id, else the producer span
--- they link to or descend from) and their settle span applied (a settle span gives the outcome
--- of the delivery that is its parent, unless it already has one other than 'error').
-INSERT INTO derive_resolved (derive_id, event_id, queue, consumer_service, received_at, settled_at, outcome,
-                             redelivered, error, trace_id, span_id)
+-- @scope: the consumer spans whose delivery may belong to a touched event (or whose event is
+-- not known yet): found by the primary keys only, so the cost follows the batch: deliveries
+-- by message id, and those without one in the batch's traces, in the touched events' traces,
+-- or linking to either.
+INSERT INTO derive_scope (derive_id, trace_id, span_id, parent_span_id, message_id, queue, service, start_time,
+                          end_time, outcome, auto_ack, redelivered, error, link_trace_id, link_span_id)
 WITH
     own AS (
         SELECT trace_id, span_id FROM span_messages WHERE op = 'send' AND event_key IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')
     ),
     anonymous AS (
-        SELECT trace_id, span_id FROM span_keys
-        WHERE (trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') OR trace_id IN (SELECT trace_id FROM own))
-          AND op IN ('process', 'receive') AND event_key = ''
+        -- deliveries without a message id: in the batch's traces, linking to them or to a
+        -- touched event's producer, and those a touched event already had
+        SELECT trace_id, span_id FROM derive_spans
+        WHERE derive_id = {derive:UInt64} AND op IN ('process', 'receive') AND event_key = ''
         UNION ALL
         SELECT trace_id, span_id FROM span_links
         WHERE link_trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace')
            OR (link_trace_id IN (SELECT trace_id FROM own)
                AND (link_trace_id, link_span_id) IN (SELECT trace_id, span_id FROM own))
+        UNION ALL
+        SELECT assumeNotNull(trace_id), assumeNotNull(span_id) FROM derived_deliveries FINAL
+        WHERE grp IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event') AND span_id IS NOT NULL
     ),
     scope AS (
-        -- by the primary keys only (the cost follows the batch): deliveries by message id, and
-        -- those without one in the batch's traces, in the touched events' traces, or linking
-        -- to either
         SELECT * FROM (
             SELECT * FROM span_messages
             WHERE op IN ('process', 'receive') AND event_key IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'event')
@@ -114,13 +128,24 @@ WITH
               AND (trace_id, span_id) IN (SELECT trace_id, span_id FROM anonymous)
         )
         LIMIT 1 BY trace_id, span_id
-    ),
+    )
+SELECT {derive:UInt64}, trace_id, span_id, parent_span_id, message_id, queue, service, start_time, end_time, outcome,
+       auto_ack, redelivered, error, link_trace_id, link_span_id
+FROM scope;
+
+-- @resolve: the scope's deliveries, their event resolved (message id, else the producer span
+-- they link to or descend from) and their settle span applied (a settle span gives the outcome
+-- of the delivery that is its parent, unless it already has one other than 'error').
+INSERT INTO derive_resolved (derive_id, event_id, queue, consumer_service, received_at, settled_at, outcome,
+                             redelivered, error, trace_id, span_id)
+WITH
+    scope AS (SELECT * FROM derive_scope WHERE derive_id = {derive:UInt64}),
     producers AS (
         SELECT trace_id, span_id, event_key FROM span_keys
         WHERE op = 'send' AND trace_id IN (
-            SELECT trace_id FROM scope
+            SELECT trace_id FROM scope WHERE message_id IS NULL
             UNION ALL
-            SELECT assumeNotNull(link_trace_id) FROM scope WHERE link_trace_id IS NOT NULL
+            SELECT assumeNotNull(link_trace_id) FROM scope WHERE message_id IS NULL AND link_trace_id IS NOT NULL
         )
         LIMIT 1 BY trace_id, span_id
     ),
@@ -307,23 +332,23 @@ INSERT INTO derived_edges (cause_event_id, effect_event_id, via, rank)
 WITH
     candidates AS (
         SELECT trace_id, assumeNotNull(parent_span_id) AS parent_span_id, event_key AS effect
-        FROM span_keys
-        WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') AND op = 'send' AND causation_id IS NULL
+        FROM derive_spans
+        WHERE derive_id = {derive:UInt64} AND op = 'send' AND causation_id IS NULL
           AND parent_span_id IS NOT NULL
     ),
     tree AS (
-        SELECT trace_id, span_id, parent_span_id, consumer FROM span_tree WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace')
+        SELECT trace_id, span_id, parent_span_id, consumer FROM derive_spans WHERE derive_id = {derive:UInt64}
     ),
     consumer_events AS (
         SELECT d.trace_id AS trace_id, d.span_id AS span_id,
                if(d.event_key != '', d.event_key, nullIf(pk.event_key, '')) AS event_id
         FROM (
-            SELECT trace_id, span_id, parent_span_id, event_key FROM span_keys
-            WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') AND op IN ('process', 'receive')
+            SELECT trace_id, span_id, parent_span_id, assumeNotNull(event_key) AS event_key FROM derive_spans
+            WHERE derive_id = {derive:UInt64} AND op IN ('process', 'receive')
         ) AS d
         LEFT JOIN (
-            SELECT trace_id, span_id, event_key FROM span_keys
-            WHERE trace_id IN (SELECT id FROM derive_keys WHERE derive_id = {derive:UInt64} AND kind = 'trace') AND op = 'send'
+            SELECT trace_id, span_id, event_key FROM derive_spans
+            WHERE derive_id = {derive:UInt64} AND op = 'send'
         ) AS pk ON pk.trace_id = d.trace_id AND pk.span_id = d.parent_span_id
     )
 SELECT DISTINCT assumeNotNull(ce.event_id) AS cause_event_id, c.effect AS effect_event_id,

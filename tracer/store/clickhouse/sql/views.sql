@@ -100,8 +100,10 @@ WHERE since IS NULL OR since < cutoff
 ORDER BY published_at, event_id, queue;
 
 -- chain(event_id='…'): the event itself (depth 0) and every event downstream of it, over
--- causal_edges (which cross traces); each event once, at its smallest depth; cycles stop at
--- depth 256. A parametrized view where DuckDB has a table macro chain(id).
+-- the stored causal edges (which cross traces); each event once, at its smallest depth; cycles
+-- stop at depth 256. A parametrized view where DuckDB has a table macro chain(id). Each step
+-- looks its causes up by derived_edges' primary key (the IN), so a step costs what it finds,
+-- not the table.
 CREATE OR REPLACE VIEW chain AS
 WITH RECURSIVE
     walk AS (
@@ -110,7 +112,8 @@ WITH RECURSIVE
         SELECT DISTINCT ce.effect_event_id, walk.depth + 1, ce.cause_event_id
         FROM derived_edges AS ce
         JOIN walk ON ce.cause_event_id = walk.event_id
-        WHERE walk.depth < 256 AND ce.effect_event_id != {event_id:String}
+        WHERE ce.cause_event_id IN (SELECT event_id FROM walk)
+          AND walk.depth < 256 AND ce.effect_event_id != {event_id:String}
     )
 SELECT event_id, min(d) AS depth, argMin(cause, d) AS cause_event_id
 FROM (SELECT event_id, depth AS d, cause_event_id AS cause FROM walk)
