@@ -1,4 +1,4 @@
-"""The alert evaluator's lease on ClickHouse (tracer/alerts/lease.py), on chDB.
+"""The lease on ClickHouse (tracer/store/clickhouse/lease.py), on chDB.
 
 chDB holds one data path per process ("EmbeddedServer already initialized with path …"), and
 a path cannot be opened by two processes at once, so two collect instances on one chDB store
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from eventscope.tracer.alerts.lease import Lease
+from eventscope.tracer.store.clickhouse.lease import Lease
 
 
 def _leases(chstore: Any, ttl_s: float = 2.0) -> tuple[Lease, Lease]:

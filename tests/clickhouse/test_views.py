@@ -15,7 +15,7 @@ import pytest
 from eventscope.tracer.broker.records import BrokerBatch
 from eventscope.tracer.ingest.normaliser import normalise
 from eventscope.tracer.query import questions
-from eventscope.tracer.store.clickhouse import loader
+from eventscope.tracer.store.clickhouse import derive, loader
 from eventscope.tracer.store.clickhouse import store as store_module
 from eventscope.tracer.store.urls import parse_store_url
 from tests.spans import new_span_id, new_trace, open_store, process, publish, request, settle, sid
@@ -185,6 +185,26 @@ def test_the_derive_follows_batches_in_any_order(tmp_path: Path, chstore: Any, o
             ]
         deleted = _rows(ch, "SELECT count() FROM derived_deliveries FINAL WHERE event_id IS NULL")
         assert deleted == [(0,)]  # the linked delivery's unresolved row is gone once resolved
+    finally:
+        duck.close()
+
+
+def test_spans_the_collector_wrote_are_derived_by_the_follower(tmp_path: Path, chstore: Any) -> None:
+    """At scale the OpenTelemetry Collector writes otel_traces, eventscope is not in the span
+    path: the follower derives what arrived since its watermark, with the same answers."""
+    requests, broker = _shop(), _firehose()
+    duck = _duck(tmp_path, requests, broker)
+    chstore.append([broker])
+    follower = derive.Follower(chstore.engine, overlap_s=0)
+    for message in requests:  # as the exporter inserts: rows only, no derive
+        chstore.engine.insert_arrow("otel_traces", loader.to_arrow(loader.rows_from_request(message)))
+    ch = chstore.reader()
+    assert _rows(ch, "SELECT count() FROM events WHERE event_id = 'order-1'") == [(0,)]  # not yet
+    assert follower.run_once() == 4  # the shop's four traces
+    assert follower.run_once() == 0  # nothing new since
+    try:
+        for name, sql in QUERIES.items():
+            assert _rows(ch, sql) == _rows(duck.reader(), sql), name
     finally:
         duck.close()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from importlib import resources
 import pyarrow as pa
 
 from eventscope.tracer.store.clickhouse.engine import Engine
+from eventscope.tracer.store.clickhouse.lease import Lease
 
-__all__ = ["DeriveCounts", "refresh"]
+__all__ = ["DeriveCounts", "Follower", "refresh"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +106,98 @@ def refresh(
     if counts is not None:
         counts.batches += 1
         counts.seconds += time.perf_counter() - started
+
+
+_PENDING = """
+SELECT trace_id, toUnixTimestamp64Micro(max(inserted_at)) AS at
+FROM span_tree
+WHERE inserted_at > fromUnixTimestamp64Micro({since:Int64}, 'UTC')
+GROUP BY trace_id
+ORDER BY at
+LIMIT {limit:UInt64}
+"""
+_WATERMARK = "derive.watermark_us"
+_DEFAULT_FOLLOW_S = 2.0
+_DEFAULT_OVERLAP_S = 5.0
+_DEFAULT_MAX_TRACES = 20_000
+
+
+class Follower:
+    """Derives the spans that reach ``otel_traces`` without passing through eventscope (the
+    OpenTelemetry Collector's ClickHouse exporter writes them): every ``interval_s``, the
+    traces whose spans arrived since the stored watermark (``span_tree.inserted_at``), at most
+    ``max_traces`` per round. The last ``overlap_s`` are derived again, so that an insert that
+    became visible after a later one is not skipped. Only the holder of the ``derive`` lease
+    works, so several collect instances on one ClickHouse derive each batch once.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        interval_s: float = _DEFAULT_FOLLOW_S,
+        overlap_s: float = _DEFAULT_OVERLAP_S,
+        max_traces: int = _DEFAULT_MAX_TRACES,
+        lease: Lease | None = None,
+    ) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self.overlap_us = int(overlap_s * 1_000_000)
+        self.max_traces = max_traces
+        self.lease = lease
+        self.counts = DeriveCounts()
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watermark_us(self) -> int:
+        rows = self.engine.query_arrow(
+            "SELECT argMax(value, updated_at) AS v FROM eventscope_settings WHERE name = {name:String}",
+            {"name": _WATERMARK},
+        ).to_pylist()
+        value = rows[0]["v"] if rows else ""
+        return int(value) if value else 0
+
+    def run_once(self) -> int:
+        """One round; returns how many traces it derived."""
+        watermark = self.watermark_us()
+        rows = self.engine.query_arrow(
+            _PENDING, {"since": max(0, watermark - self.overlap_us), "limit": self.max_traces}
+        ).to_pylist()
+        newest = max((int(row["at"]) for row in rows), default=0)
+        if newest <= watermark:
+            return 0  # nothing new: the overlap was derived already
+        refresh(self.engine, traces=[row["trace_id"] for row in rows], counts=self.counts)
+        self.engine.command(
+            "INSERT INTO eventscope_settings (name, value, updated_at)"
+            " VALUES ({name:String}, {value:String}, now64(6))",
+            {"name": _WATERMARK, "value": str(newest)},
+        )
+        return len(rows)
+
+    def start(self) -> Follower:
+        self._thread = threading.Thread(target=self._run, name="eventscope-derive", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if self.lease is not None and not self._hold():
+                    continue
+                while self.run_once() >= self.max_traces and not self._stop.is_set():
+                    pass  # a backlog: keep going
+            except Exception:  # logged and counted; the next round retries
+                self.failures += 1
+                logger.exception("deriving the spans written to otel_traces failed")
+
+    def _hold(self) -> bool:
+        assert self.lease is not None
+        return self.lease.renew() if self.lease.held else self.lease.acquire()
+
+    def stop(self, *, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.lease is not None:
+            self.lease.release()

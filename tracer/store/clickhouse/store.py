@@ -33,6 +33,7 @@ from eventscope.tracer.store import duckdb_store
 from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
 from eventscope.tracer.store.clickhouse import derive, loader
 from eventscope.tracer.store.clickhouse.engine import Engine
+from eventscope.tracer.store.clickhouse.lease import Lease
 
 if TYPE_CHECKING:
     from eventscope.tracer.ingest.normaliser import Normalised
@@ -115,7 +116,7 @@ class ReadConnection:
 class ClickHouseStore:
     """Writes spans and broker truth to ClickHouse (or chDB); the views answer the questions."""
 
-    def __init__(self, engine: Engine, url: str, *, grace_s: float = 30.0) -> None:
+    def __init__(self, engine: Engine, url: str, *, grace_s: float = 30.0, follow: bool = False) -> None:
         self.engine = engine
         self.url = url
         self.path = url
@@ -127,6 +128,11 @@ class ClickHouseStore:
         self._ttl_s: int | None = None
         apply_schema(engine)
         self.set_setting("grace_s", repr(float(grace_s)))
+        # On a ClickHouse server the OpenTelemetry Collector writes spans too: a follower (one
+        # per deployment, by lease) derives every span that arrives, this store's own included.
+        self.follower: derive.Follower | None = None
+        if follow:
+            self.follower = derive.Follower(engine, lease=Lease(engine, name="derive")).start()
 
     def set_setting(self, name: str, value: str) -> None:
         data = pa.table(
@@ -167,7 +173,7 @@ class ClickHouseStore:
                 self._write_topology(batch.topology)
         derive.refresh(
             self.engine,
-            traces=(row["TraceId"] for row in spans),
+            traces=() if self.follower is not None else (row["TraceId"] for row in spans),
             events=[row["event_id"] for row in events + deliveries + dead_letters],
             counts=self.derived,
         )
@@ -219,4 +225,6 @@ class ClickHouseStore:
         with self._close_lock:
             if not self._closed:
                 self._closed = True
+                if self.follower is not None:
+                    self.follower.stop()
                 self.engine.close()

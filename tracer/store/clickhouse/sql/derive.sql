@@ -114,7 +114,11 @@ CREATE TABLE IF NOT EXISTS span_tree (
     span_id String,
     parent_span_id Nullable(String),
     consumer Bool,
-    start_time DateTime64(6, 'UTC')
+    start_time DateTime64(6, 'UTC'),
+    -- when the row arrived: what the follower (derive.py) derives next for spans the
+    -- OpenTelemetry Collector wrote
+    inserted_at DateTime64(6, 'UTC') DEFAULT now64(6),
+    INDEX idx_inserted_at inserted_at TYPE minmax GRANULARITY 1
 ) ENGINE = ReplacingMergeTree
 ORDER BY (trace_id, span_id);
 

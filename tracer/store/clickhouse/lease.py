@@ -1,4 +1,6 @@
-"""One alert evaluator at a time among the collect instances of one ClickHouse store: a lease.
+"""One instance at a time among the collect instances of one ClickHouse store: a lease, for the
+work that must run once (deriving what the OpenTelemetry Collector wrote, :mod:`.derive`; the
+alert evaluator, once alerts run on ClickHouse).
 
 ClickHouse has no compare-and-set, so the lease is a row per name in ``eventscope_settings``
 (a ReplacingMergeTree: the newest write wins) and a protocol over it:
