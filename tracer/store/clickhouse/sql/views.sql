@@ -22,6 +22,13 @@ FROM otel_traces;
 
 -- events, deliveries and causal_edges read the tables the per-batch derive keeps
 -- (derive.sql, refresh.sql): a row's newest version wins, deleted delivery rows are gone.
+-- The read-time derivations of earlier versions, replaced by the derived tables.
+DROP VIEW IF EXISTS _span_events;
+DROP VIEW IF EXISTS _broker_events;
+DROP VIEW IF EXISTS _producer_keys;
+DROP VIEW IF EXISTS _span_deliveries;
+DROP VIEW IF EXISTS _parentage;
+
 CREATE OR REPLACE VIEW events AS
 SELECT event_id, event_type, exchange, routing_key, producer_service, published_at, trace_id, span_id,
        causation_id, correlation_id, routed_queues, payload_size, source, routed_known
