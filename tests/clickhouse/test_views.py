@@ -6,6 +6,7 @@ does, and the read connection refuses writes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 from eventscope.tracer.broker.records import BrokerBatch
 from eventscope.tracer.ingest.normaliser import normalise
 from eventscope.tracer.query import questions
-from eventscope.tracer.store.clickhouse import loader
+from eventscope.tracer.store.clickhouse import derive, loader
+from eventscope.tracer.store.clickhouse import store as store_module
 from eventscope.tracer.store.urls import parse_store_url
 from tests.spans import new_span_id, new_trace, open_store, process, publish, request, settle, sid
 
@@ -143,6 +145,70 @@ def test_the_same_answers_from_duckdb_and_chdb(tmp_path: Path, chstore: Any) -> 
         duck.close()
 
 
+def _one_span_per_request(requests: list[Any]) -> list[Any]:
+    """The shop's spans, one request each (each service's spans keep their service)."""
+    out = []
+    for message in requests:
+        for resource_spans in message.resource_spans:
+            service = resource_spans.resource.attributes[0].value.string_value
+            for scope_spans in resource_spans.scope_spans:
+                out += [request(one, service=service) for one in scope_spans.spans]
+    return out
+
+
+@pytest.mark.parametrize("order", ["reversed, broker first", "interleaved, broker last"])
+def test_the_derive_follows_batches_in_any_order(tmp_path: Path, chstore: Any, order: str) -> None:
+    """Spans and broker rows arriving one batch at a time, children before parents, the link
+    target after the linked delivery, records before or after their spans: the derived
+    tables end up as the one-shot DuckDB store's answers."""
+    requests, broker = _shop(), _firehose()
+    duck = _duck(tmp_path, requests, broker)
+    singles = _one_span_per_request(requests)
+    if order.startswith("reversed"):
+        batches = [broker] + [normalise(r) for r in reversed(singles)]
+    else:
+        batches = [normalise(r) for r in singles[1::2] + singles[0::2]] + [broker]
+    for batch in batches:
+        chstore.append([batch])
+    ch, dk = chstore.reader(), duck.reader()
+    try:
+        for name, sql in QUERIES.items():
+            assert _rows(ch, sql) == _rows(dk, sql), name
+        fates = [
+            sorted((o["event_id"], o["queue"], o["reason"]) for o in questions.orphans(r, grace_s=0))
+            for r in (ch, dk)
+        ]
+        assert fates[0] == fates[1]
+        for root in ("order-1", "pay-1"):
+            assert [(c["event_id"], c["depth"]) for c in questions.chain(ch, root)] == [
+                (c["event_id"], c["depth"]) for c in questions.chain(dk, root)
+            ]
+        deleted = _rows(ch, "SELECT count() FROM derived_deliveries FINAL WHERE event_id IS NULL")
+        assert deleted == [(0,)]  # the linked delivery's unresolved row is gone once resolved
+    finally:
+        duck.close()
+
+
+def test_spans_the_collector_wrote_are_derived_by_the_follower(tmp_path: Path, chstore: Any) -> None:
+    """At scale the OpenTelemetry Collector writes otel_traces, eventscope is not in the span
+    path: the follower derives what arrived since its watermark, with the same answers."""
+    requests, broker = _shop(), _firehose()
+    duck = _duck(tmp_path, requests, broker)
+    chstore.append([broker])
+    follower = derive.Follower(chstore.engine, overlap_s=0)
+    for message in requests:  # as the exporter inserts: rows only, no derive
+        chstore.engine.insert_arrow("otel_traces", loader.to_arrow(loader.rows_from_request(message)))
+    ch = chstore.reader()
+    assert _rows(ch, "SELECT count() FROM events WHERE event_id = 'order-1'") == [(0,)]  # not yet
+    assert follower.run_once() == 4  # the shop's four traces
+    assert follower.run_once() == 0  # nothing new since
+    try:
+        for name, sql in QUERIES.items():
+            assert _rows(ch, sql) == _rows(duck.reader(), sql), name
+    finally:
+        duck.close()
+
+
 def test_a_replayed_batch_is_counted_once(chstore: Any) -> None:
     requests, broker = _shop(), _firehose()
     for _ in range(2):
@@ -150,6 +216,29 @@ def test_a_replayed_batch_is_counted_once(chstore: Any) -> None:
     reader = chstore.reader()
     assert _rows(reader, "SELECT count() FROM events WHERE event_id = 'order-1'") == [(1,)]
     assert _rows(reader, "SELECT count() FROM deliveries WHERE event_id = 'order-1'") == [(1,)]
+
+
+def test_retention_is_each_tables_ttl(chstore: Any) -> None:
+    requests, broker = _shop(), _firehose()  # the spans are from 2023-11 (tests/spans.py)
+    for row in broker.events + broker.deliveries:  # the firehose rows from 2020-09
+        row["published_at" if "published_at" in row else "received_at"] = 1_600_000_000_000_000
+    chstore.append([normalise(r) for r in requests] + [broker])
+    max_age_s = int(time.time()) - 1_650_000_000  # keep what happened since 2022-04
+    chstore.retain(max_age_s=max_age_s)
+    try:
+        for table in ("otel_traces", "derived_events", "derived_deliveries", "derived_edges"):
+            ddl = chstore.engine.query_arrow(f"SHOW CREATE TABLE {table}").column(0)[0].as_py()
+            assert "TTL" in ddl and str(max_age_s) in ddl, table
+        for table in ("broker_events", "broker_deliveries", "derived_events", "derived_deliveries"):
+            chstore.engine.command(f"OPTIMIZE TABLE {table} FINAL")
+        reader = chstore.reader()
+        assert _rows(reader, "SELECT count() FROM broker_events") == [(0,)]  # expired
+        assert _rows(reader, "SELECT count() FROM events WHERE event_id LIKE 'fh-%'") == [(0,)]
+        assert _rows(reader, "SELECT count() FROM events WHERE event_id = 'order-1'") == [(1,)]  # kept
+    finally:
+        chstore._ttl_s = None
+        for table, _ in store_module._TTL_COLUMNS:
+            chstore.engine.command(f"ALTER TABLE {table} REMOVE TTL")
 
 
 def test_the_loader_writes_what_the_exporter_writes(chstore: Any) -> None:

@@ -46,9 +46,9 @@ LEFT JOIN (
     SELECT * FROM events WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))
 ) AS e ON e.event_id = c.event_id
 LEFT JOIN (
-    SELECT event_id, count() AS deliveries FROM deliveries
-    WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))
-    GROUP BY event_id
+    SELECT grp AS event_id, count() AS deliveries FROM derived_deliveries FINAL
+    WHERE grp IN (SELECT event_id FROM chain(event_id = {event_id:String}))
+    GROUP BY grp
 ) AS n ON n.event_id = c.event_id
 ORDER BY c.depth, e.published_at, c.event_id
 """
@@ -57,7 +57,8 @@ SELECT * EXCEPT (routed_known, routed_queues), if(routed_known, routed_queues, N
 FROM events WHERE event_id = {event_id:String}
 """
 _EVENT_DELIVERIES = (
-    "SELECT * FROM deliveries WHERE event_id = {event_id:String} ORDER BY received_at, queue, span_id"
+    "SELECT * EXCEPT (grp, row_key, version, deleted) FROM derived_deliveries FINAL"
+    " WHERE grp = {event_id:String} ORDER BY received_at, queue, span_id"
 )
 _EVENT_CAUSES = (
     "SELECT cause_event_id, via FROM causal_edges WHERE effect_event_id = {event_id:String} ORDER BY 1"

@@ -98,7 +98,8 @@ def open_store(
         return Store.open(parsed.path, grace_s=grace_s, memory_limit=memory_limit, threads=threads)
     from eventscope.tracer.store.clickhouse.store import ClickHouseStore
 
-    return ClickHouseStore(_engine(parsed), url, grace_s=grace_s)
+    # on a server, the OpenTelemetry Collector writes spans too: derive them as they arrive
+    return ClickHouseStore(_engine(parsed), url, grace_s=grace_s, follow=parsed.kind == "clickhouse")
 
 
 class _Readers:

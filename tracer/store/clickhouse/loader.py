@@ -186,7 +186,11 @@ def to_arrow(rows: Sequence[dict[str, Any]]) -> pa.Table:
 
 
 def load_request(engine: Any, request: Any) -> int:
-    """Insert one ``ExportTraceServiceRequest`` into ``otel_traces``; returns the span count."""
+    """Insert one ``ExportTraceServiceRequest`` into ``otel_traces`` and derive what it
+    touched (:mod:`.derive`); returns the span count."""
+    from eventscope.tracer.store.clickhouse import derive
+
     rows = rows_from_request(request)
     engine.insert_arrow("otel_traces", to_arrow(rows))
+    derive.refresh(engine, traces=(row["TraceId"] for row in rows))
     return len(rows)

@@ -9,8 +9,9 @@ Same duties as the DuckDB store for the collector (:meth:`append`, :meth:`reader
 * broker truth (firehose, dead-letter tap, management poller) goes into the ``broker_*``
   ReplacingMergeTree tables, keyed by each row's identity, so several collect instances can
   consume one tap queue and a replayed record is stored once;
-* nothing is merged on write: the public views (sql/views.sql) derive ``events``,
-  ``deliveries``, ``causal_edges``, ``orphans`` and ``chain`` inside ClickHouse.
+* what needs more than one row (events merged from span and broker rows, deliveries paired
+  with their records, parentage) is derived after each batch for what the batch touched
+  (:mod:`.derive`), into tables the public views (sql/views.sql) read.
 
 Applying the DDL is idempotent (``IF NOT EXISTS`` tables, ``CREATE OR REPLACE`` views), so
 every instance applies it on open.
@@ -30,8 +31,9 @@ import pyarrow as pa
 
 from eventscope.tracer.store import duckdb_store
 from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
-from eventscope.tracer.store.clickhouse import loader
+from eventscope.tracer.store.clickhouse import derive, loader
 from eventscope.tracer.store.clickhouse.engine import Engine
+from eventscope.tracer.store.clickhouse.lease import Lease
 
 if TYPE_CHECKING:
     from eventscope.tracer.ingest.normaliser import Normalised
@@ -51,6 +53,22 @@ _BROKER_DELIVERIES = pa.schema(
     ]
 )
 _DEAD_LETTERS = duckdb_store._DEAD_LETTERS
+# What retention (the TTL) reads in each table: the time its row happened.
+_TTL_COLUMNS = (
+    ("otel_traces", "toDateTime(Timestamp)"),
+    ("span_messages", "toDateTime(start_time)"),
+    ("span_tree", "toDateTime(start_time)"),
+    ("span_keys", "toDateTime(start_time)"),
+    ("span_links", "toDateTime(start_time)"),
+    ("derived_events", "toDateTime(published_at)"),
+    ("derived_deliveries", "toDateTime(assumeNotNull(received_at))"),
+    ("derived_fates", "toDateTime(published_at)"),
+    ("derived_edges", "derived_at"),
+    ("broker_events", "toDateTime(published_at)"),
+    ("broker_deliveries", "toDateTime(received_at)"),
+    ("broker_dead_letters", "toDateTime(observed_at)"),
+    ("broker_payloads", "toDateTime(captured_at)"),
+)
 _PAYLOADS = duckdb_store._PAYLOADS
 
 
@@ -98,16 +116,23 @@ class ReadConnection:
 class ClickHouseStore:
     """Writes spans and broker truth to ClickHouse (or chDB); the views answer the questions."""
 
-    def __init__(self, engine: Engine, url: str, *, grace_s: float = 30.0) -> None:
+    def __init__(self, engine: Engine, url: str, *, grace_s: float = 30.0, follow: bool = False) -> None:
         self.engine = engine
         self.url = url
         self.path = url
         self.counts = Counts()
+        self.derived = derive.DeriveCounts()
         self.had_rows_at_open = False  # lineage is SQL here: nothing to look up after a restart
         self._close_lock = threading.Lock()
         self._closed = False
+        self._ttl_s: int | None = None
         apply_schema(engine)
         self.set_setting("grace_s", repr(float(grace_s)))
+        # On a ClickHouse server the OpenTelemetry Collector writes spans too: a follower (one
+        # per deployment, by lease) derives every span that arrives, this store's own included.
+        self.follower: derive.Follower | None = None
+        if follow:
+            self.follower = derive.Follower(engine, lease=Lease(engine, name="derive")).start()
 
     def set_setting(self, name: str, value: str) -> None:
         data = pa.table(
@@ -146,6 +171,12 @@ class ClickHouseStore:
         for batch in broker:
             if batch.topology is not None:
                 self._write_topology(batch.topology)
+        derive.refresh(
+            self.engine,
+            traces=() if self.follower is not None else (row["TraceId"] for row in spans),
+            events=[row["event_id"] for row in events + deliveries + dead_letters],
+            counts=self.derived,
+        )
         self.counts.spans += len(spans)
         self.counts.batches += len(batches)
         self.counts.broker_rows += sum(batch.accepted for batch in broker)
@@ -181,10 +212,19 @@ class ClickHouseStore:
         """Nothing to write: the views derive what lineage resolves."""
 
     def retain(self, *, max_age_s: float) -> None:
-        """Retention is the tables' TTL in ClickHouse (docs/scaling.md); nothing to do here."""
+        """Keep ``max_age_s`` of history: each table's TTL (ClickHouse drops what expired in its
+        merges, docs/scaling.md "Retention"); set once per value, the writer calls this often."""
+        seconds = max(1, int(max_age_s))
+        if seconds == self._ttl_s:
+            return
+        for table, column in _TTL_COLUMNS:
+            self.engine.command(f"ALTER TABLE {table} MODIFY TTL {column} + toIntervalSecond({seconds})")
+        self._ttl_s = seconds
 
     def close(self) -> None:
         with self._close_lock:
             if not self._closed:
                 self._closed = True
+                if self.follower is not None:
+                    self.follower.stop()
                 self.engine.close()

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS broker_deliveries (
     received_at DateTime64(6, 'UTC'),
     redelivered Nullable(Bool)
 ) ENGINE = ReplacingMergeTree
-ORDER BY record_id;
+ORDER BY (event_id, record_id);
 
 -- x-death entries, keyed as in DuckDB: (event_id, queue, reason, count); the first
 -- observation wins.
