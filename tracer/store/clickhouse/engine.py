@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 _SESSION_LOCK = threading.Lock()
 _SESSION: tuple[str, Any] | None = None  # (path, chdb Session): one per process
+# One statement at a time on the process's chDB session: its query parameters are connection
+# state, so two threads querying at once lost each other's (`Substitution ... is not set`).
+_QUERY_LOCK = threading.RLock()
 
 
 class Engine(Protocol):
@@ -70,7 +73,8 @@ class ChdbEngine:
         self._session = session
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
-        self._session.query(_with_settings(sql, None), params=_params(parameters))
+        with _QUERY_LOCK:
+            self._session.query(_with_settings(sql, None), params=_params(parameters))
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         if data.num_rows == 0:
@@ -78,13 +82,15 @@ class ChdbEngine:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         # chDB reads the Python variable named in the statement from the caller's frame
         _eventscope_rows = data
-        self._session.query(f"INSERT INTO {table} ({columns}) SELECT * FROM Python(_eventscope_rows)")
+        with _QUERY_LOCK:
+            self._session.query(f"INSERT INTO {table} ({columns}) SELECT * FROM Python(_eventscope_rows)")
 
     def query_arrow(
         self, sql: str, parameters: dict[str, Any] | None = None, *, settings: dict[str, Any] | None = None
     ) -> pa.Table:
         sql = _with_settings(sql, settings)
-        result = self._session.query(sql, "ArrowTable", params=_params(parameters))
+        with _QUERY_LOCK:
+            result = self._session.query(sql, "ArrowTable", params=_params(parameters))
         return result if isinstance(result, pa.Table) else pa.table({})
 
     def close(self) -> None:
