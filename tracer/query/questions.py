@@ -320,42 +320,53 @@ GROUP BY w.event_id
 ORDER BY depth, w.event_id
 """
 
-_CHAIN_HOPS = """
+# The chain page's questions take the chain's event ids ($ids, from one chain() walk) and
+# their range ($lo, $hi): a constant range lets DuckDB skip the row groups of events,
+# deliveries and spans by their min/max (ids grow with time, as UUIDv7 do), so each costs the
+# size of the chain, not of the tables; IN alone reads the whole id column. Ids that do not
+# grow with time lose the skipping, never the answer.
+_CHAIN_IDS = "SELECT event_id FROM chain($event_id)"
+_IN_CHAIN = "event_id BETWEEN $lo AND $hi AND event_id IN (SELECT unnest($ids))"
+
+_CHAIN_HOPS = f"""
+WITH c AS (SELECT * FROM chain($event_id)),
+e AS (SELECT * FROM events WHERE {_IN_CHAIN}),
+d AS (SELECT * FROM deliveries WHERE {_IN_CHAIN})
 SELECT c.event_id, c.depth, c.cause_event_id, e.event_type, e.producer_service, e.exchange,
        e.routing_key, e.published_at, e.trace_id, e.correlation_id, e.source,
        d.queue, d.consumer_service, d.received_at, d.settled_at, d.outcome, d.redelivered, d.error,
        date_diff('microsecond', e.published_at, d.received_at) / 1000.0 AS wait_ms,
        date_diff('microsecond', d.received_at, d.settled_at) / 1000.0 AS processing_ms
-FROM chain($event_id) c
-LEFT JOIN events e USING (event_id)
-LEFT JOIN deliveries d ON d.event_id = c.event_id
+FROM c
+LEFT JOIN e USING (event_id)
+LEFT JOIN d ON d.event_id = c.event_id
 ORDER BY c.depth, e.published_at, c.event_id, d.received_at, d.queue
 """
 
 _CHAIN_ORPHANS = """
 WITH o AS MATERIALIZED (SELECT event_id, queue, reason, age_s FROM orphans)
 SELECT o.event_id, o.queue, o.reason, o.age_s
-FROM o WHERE o.event_id IN (SELECT event_id FROM chain($event_id))
+FROM o WHERE o.event_id IN (SELECT unnest($ids))
 ORDER BY o.event_id, o.queue
 """
 
-_CHAIN_DEATHS = """
+_CHAIN_DEATHS = f"""
 SELECT event_id, queue, reason, count, died_at, exchange, routing_keys, dead_letter_exchange
-FROM dead_letters WHERE event_id IN (SELECT event_id FROM chain($event_id))
+FROM dead_letters WHERE {_IN_CHAIN}
 ORDER BY event_id, died_at, queue
 """
 
-_CHAIN_PAYLOADS = """
+_CHAIN_PAYLOADS = f"""
 SELECT event_id, content_type, size, is_json, truncated, redacted, body
-FROM payloads WHERE event_id IN (SELECT event_id FROM chain($event_id))
+FROM payloads WHERE {_IN_CHAIN}
 ORDER BY event_id
 """
 
-_TRACE_LINKS = """
+_TRACE_LINKS = f"""
 SELECT DISTINCT s.trace_id AS trace_id, l.link->>'trace_id' AS linked_trace_id
-FROM spans s, unnest(CAST(s.links AS JSON[])) AS l(link)
-WHERE s.event_id IN (SELECT event_id FROM chain($event_id))
-  AND l.link->>'trace_id' <> s.trace_id
+FROM (SELECT trace_id, links FROM spans WHERE {_IN_CHAIN}) s,
+     unnest(CAST(s.links AS JSON[])) AS l(link)
+WHERE l.link->>'trace_id' <> s.trace_id
 ORDER BY 1, 2
 """
 
@@ -557,13 +568,14 @@ def chain_detail(connection: duckdb.DuckDBPyConnection, event_id: str) -> dict[s
     queue and processing time, plus its orphans, dead-letter deaths (x-death) and the traces
     it crosses through span links, and the payloads captured of its events.
     """
-    params = {"event_id": event_id}
+    ids = [row["event_id"] for row in _records(connection, _CHAIN_IDS, {"event_id": event_id})]
+    scope = {"ids": ids, "lo": min(ids), "hi": max(ids)}  # the chain holds at least the event itself
     return {
-        "hops": _records(connection, _CHAIN_HOPS, params),
-        "orphans": _records(connection, _CHAIN_ORPHANS, params),
-        "dead_letters": _records(connection, _CHAIN_DEATHS, params),
-        "trace_links": _records(connection, _TRACE_LINKS, params),
-        "payloads": _records(connection, _CHAIN_PAYLOADS, params),
+        "hops": _records(connection, _CHAIN_HOPS, {"event_id": event_id, **scope}),
+        "orphans": _records(connection, _CHAIN_ORPHANS, {"ids": ids}),
+        "dead_letters": _records(connection, _CHAIN_DEATHS, scope),
+        "trace_links": _records(connection, _TRACE_LINKS, scope),
+        "payloads": _records(connection, _CHAIN_PAYLOADS, scope),
     }
 
 
