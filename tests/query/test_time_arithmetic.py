@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import duckdb
 
-from eventscope.tracer.query.topology import ms_between, us_between
+from eventscope.tracer.store.summaries import ms_between, us_between
 
 
 def test_time_differences_equal_date_diff() -> None:

@@ -29,11 +29,11 @@ from eventscope.tracer.query.sandbox import (
 )
 from eventscope.tracer.query.sandbox import records as _records
 from eventscope.tracer.query.topology import (
-    CONSISTENCY_PER_EVENT,
     event_types,
     fanout_delivered,
     fanout_matrix,
     lag,
+    per_event,
     topology,
     workflows,
 )
@@ -247,8 +247,8 @@ UNION ALL
 """
 
 
-_SLOWEST = f"""
-SELECT * FROM ({CONSISTENCY_PER_EVENT}) ORDER BY consistent_after_ms DESC, event_id LIMIT $limit
+_SLOWEST = """
+SELECT * FROM {per_event} ORDER BY consistent_after_ms DESC, event_id LIMIT $limit
 """
 
 _FACETS = """
@@ -482,7 +482,7 @@ def orphaned_groups(groups: list[dict[str, Any]], *, limit: int = 10) -> list[di
 
 def slowest(connection: duckdb.DuckDBPyConnection, *, limit: int = 10) -> list[dict[str, Any]]:
     """Events with the longest time to consistency (publish → last delivery settled)."""
-    return _records(connection, _SLOWEST, {"limit": limit})
+    return _records(connection, _SLOWEST.replace("{per_event}", per_event(connection)), {"limit": limit})
 
 
 def facets(connection: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:

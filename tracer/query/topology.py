@@ -12,24 +12,7 @@ from typing import Any
 import duckdb
 
 from eventscope.tracer.query.sandbox import records as _records
-
-
-def _floor_ms(ts: str) -> str:
-    """Milliseconds since the epoch, floored: integer arithmetic on the stored microseconds."""
-    return f"(epoch_us({ts}) // 1000 - (epoch_us({ts}) % 1000 < 0)::BIGINT)"
-
-
-# Differences of TIMESTAMPTZ per row: ``date_diff`` goes through ICU's calendar (~1 µs a row,
-# most of a pass over millions of deliveries), these through the stored microseconds. The same
-# values: ``date_diff('microsecond', a, b)`` is ``epoch_us(b) - epoch_us(a)``, and
-# ``date_diff('millisecond', a, b)`` the difference of the floored milliseconds (tested).
-def us_between(start: str, end: str) -> str:
-    return f"(epoch_us({end}) - epoch_us({start}))"
-
-
-def ms_between(start: str, end: str) -> str:
-    return f"({_floor_ms(end)} - {_floor_ms(start)})"
-
+from eventscope.tracer.store.summaries import ms_between, us_between
 
 CONSISTENCY_PER_EVENT = f"""
 SELECT e.event_id, e.event_type, e.published_at,
@@ -40,12 +23,28 @@ FROM events e JOIN deliveries d ON d.event_id = e.event_id
 GROUP BY e.event_id, e.event_type, e.published_at
 """
 
+_HAS_SUMMARY = """
+SELECT count(*) > 0 AS found FROM information_schema.tables
+WHERE table_schema = 'main' AND table_name = 'event_consistency'
+"""
+
+
+def per_event(connection: duckdb.DuckDBPyConnection) -> str:
+    """Where time to consistency per event comes from: the writer's summary (schema version
+    12, tracer/store/summaries.py), or the derivation in a file older than that.
+    """
+    if _records(connection, _HAS_SUMMARY, {})[0]["found"]:
+        return "event_consistency"
+    return f"({CONSISTENCY_PER_EVENT})"
+
+
 __all__ = [
     "CONSISTENCY_PER_EVENT",
     "event_types",
     "fanout_delivered",
     "fanout_matrix",
     "lag",
+    "per_event",
     "topology",
     "workflows",
 ]
@@ -124,8 +123,8 @@ FROM per ORDER BY wait_p95_ms DESC NULLS LAST, queue
 
 # Time to consistency per event type and its outliers (above the type's p99), from one
 # per-event pass: 'type' rows and 'outlier' rows.
-_CONSISTENCY = f"""
-WITH per AS MATERIALIZED ({CONSISTENCY_PER_EVENT}),
+_CONSISTENCY = """
+WITH per AS MATERIALIZED (SELECT * FROM {per_event}),
 stats AS (
     SELECT event_type, count(*) AS events, quantile_cont(consistent_after_ms, [0.5, 0.95, 0.99]) AS q,
            max(consistent_after_ms) AS max_ms
@@ -274,7 +273,9 @@ def topology(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def lag(connection: duckdb.DuckDBPyConnection, *, outliers: int = 20) -> dict[str, Any]:
     """Time in queue vs processing per queue, time to consistency per event type, outliers."""
-    found = _records(connection, _CONSISTENCY, {"limit": outliers})
+    found = _records(
+        connection, _CONSISTENCY.replace("{per_event}", per_event(connection)), {"limit": outliers}
+    )
     types = ("event_type", "events", "p50_ms", "p95_ms", "p99_ms", "max_ms")
     consistency = [{k: row[k] for k in types} for row in found if row["kind"] == "type"]
     consistency.sort(key=lambda row: row["event_type"])
