@@ -269,33 +269,45 @@ UNION ALL SELECT 'queue', queue FROM (SELECT DISTINCT queue FROM deliveries)
 ORDER BY facet, value
 """
 
-_EVENT_FILTER = """
-FROM events e
-WHERE ($since IS NULL OR e.published_at >= CAST($since AS TIMESTAMPTZ))
-  AND ($until IS NULL OR e.published_at < CAST($until AS TIMESTAMPTZ))
-  AND ($event_type IS NULL OR e.event_type = $event_type)
-  AND ($exchange IS NULL OR e.exchange = $exchange)
-  AND ($routing_key IS NULL OR e.routing_key = $routing_key)
-  AND ($trace_id IS NULL OR e.trace_id = $trace_id)
-  AND ($event_id IS NULL OR e.event_id = $event_id OR e.correlation_id = $event_id)
-  AND ($service IS NULL OR e.producer_service = $service OR EXISTS (
-        SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.consumer_service = $service))
-  AND ($queue IS NULL OR EXISTS (
-        SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.queue = $queue))
-  AND ($outcome IS NULL OR EXISTS (
+# The events page's filters, one clause per filter given (param → clause). Only the clauses of
+# the filters given are written into the query: `$x IS NULL OR …` for every filter kept DuckDB
+# from pushing the page's top-N into the scan (0.6 s instead of 10 ms at 10M events, unfiltered).
+_EVENT_FILTERS = {
+    "since": "e.published_at >= CAST($since AS TIMESTAMPTZ)",
+    "until": "e.published_at < CAST($until AS TIMESTAMPTZ)",
+    "event_type": "e.event_type = $event_type",
+    "exchange": "e.exchange = $exchange",
+    "routing_key": "e.routing_key = $routing_key",
+    "trace_id": "e.trace_id = $trace_id",
+    "event_id": "(e.event_id = $event_id OR e.correlation_id = $event_id)",
+    "service": """(e.producer_service = $service OR EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.consumer_service = $service))""",
+    "queue": "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.queue = $queue)",
+    "outcome": """EXISTS (
         SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id
-          AND (d.outcome = $outcome OR ($outcome = 'unsettled' AND d.outcome IS NULL))))
-  AND ($payload_path IS NULL OR EXISTS (
+          AND (d.outcome = $outcome OR ($outcome = 'unsettled' AND d.outcome IS NULL)))""",
+    "payload_path": """EXISTS (
         SELECT 1 FROM payloads p WHERE p.event_id = e.event_id
-          AND CASE WHEN p.is_json THEN json_extract_string(p.body, $payload_path) END = $payload_value))
-"""
+          AND CASE WHEN p.is_json THEN json_extract_string(p.body, $payload_path) END = $payload_value)""",
+}
+
+
+def _event_filter(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``FROM events e WHERE …`` for the filters of ``params`` that are given, and their params."""
+    given = [name for name in _EVENT_FILTERS if params.get(name) is not None]
+    used = {name: params[name] for name in given}
+    if "payload_path" in used:
+        used["payload_value"] = params["payload_value"]
+    where = " AND ".join(_EVENT_FILTERS[name] for name in given)
+    return "FROM events e" + (f"\nWHERE {where}" if where else ""), used
+
 
 # A page in two steps: its ids, then its rows with their deliveries, read by the page's id range
 # (row groups skipped by their min/max, as the chain page's questions) instead of joining the
 # page with every delivery.
-_EVENTS_PAGE_IDS = f"""
+_EVENTS_PAGE_IDS = """
 SELECT e.event_id
-{_EVENT_FILTER}
+{filter}
 ORDER BY e.published_at DESC, e.event_id
 LIMIT $limit OFFSET $offset
 """
@@ -320,7 +332,7 @@ GROUP BY ALL
 ORDER BY p.published_at DESC, p.event_id
 """
 
-_EVENTS_COUNT = f"SELECT count(*) AS n {_EVENT_FILTER}"
+_EVENTS_COUNT = "SELECT count(*) AS n {filter}"
 
 _UPSTREAM = """
 WITH RECURSIVE
@@ -556,9 +568,10 @@ def events_page(
         "trace_id": trace_id,
         "event_id": event_id,
     }
-    total = _records(connection, _EVENTS_COUNT, params)[0]["n"]
-    page = {**params, "limit": max(0, limit), "offset": max(0, offset)}
-    ids = [row["event_id"] for row in _records(connection, _EVENTS_PAGE_IDS, page)]
+    where, used = _event_filter(params)
+    total = _records(connection, _EVENTS_COUNT.replace("{filter}", where), used)[0]["n"]
+    page = {**used, "limit": max(0, limit), "offset": max(0, offset)}
+    ids = [row["event_id"] for row in _records(connection, _EVENTS_PAGE_IDS.replace("{filter}", where), page)]
     rows = _records(connection, _EVENTS_PAGE, {"ids": ids, "lo": min(ids), "hi": max(ids)}) if ids else []
     return {"total": total, "offset": offset, "rows": rows}
 
