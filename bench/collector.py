@@ -112,6 +112,7 @@ class Dataset:
         self.depth_root = _uuid7(self.t0_us // 1000, 0xD0000000)
         self.fan_root = _uuid7(self.t0_us // 1000, 0xF0000000)
         self.expected_orphans = 0
+        self.middle: str | None = None  # a flow's root in the middle of the table (--queries-on)
 
     def batches(self):
         events_per_batch = _GROUP_SPANS // 3
@@ -341,7 +342,7 @@ def time_queries(path: Path, data: Dataset, repeat: int) -> dict[str, float]:
         out["chain_flow_of_5_ms"], out["chain_flow_of_5_rows"] = _timed(
             reader,
             "SELECT * FROM chain(?)",
-            [_uuid7(int(data.t0_us + middle * data.step_us) // 1000, middle)],
+            [data.middle or _uuid7(int(data.t0_us + middle * data.step_us) // 1000, middle)],
             repeat=repeat,
         )
         t = []
@@ -350,7 +351,7 @@ def time_queries(path: Path, data: Dataset, repeat: int) -> dict[str, float]:
             found_upstream = queries.upstream(reader, data.depth_leaf)
             t.append((time.perf_counter() - t0) * 1000)
         out["upstream_depth50_ms"], out["upstream_depth50_rows"] = statistics.median(t), len(found_upstream)
-        probe = _uuid7(int(data.t0_us + (data.n // 2) * data.step_us) // 1000, data.n // 2)
+        probe = data.middle or _uuid7(int(data.t0_us + (data.n // 2) * data.step_us) // 1000, data.n // 2)
         t = []
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -362,6 +363,31 @@ def time_queries(path: Path, data: Dataset, repeat: int) -> dict[str, float]:
     finally:
         store.close()
     return out
+
+
+def queries_on(path: Path, repeat: int, json_path: str | None) -> None:
+    """(b) and (c) on an existing store: append the special flows, then time and measure."""
+    data = Dataset(0)
+    store = Store.open(path)
+    try:
+        Recorder(store).append([data._special()])
+        reader = store.reader()
+        events, middle = reader.execute(
+            "SELECT count(*), (SELECT cause_event_id FROM causal_edges "
+            "ORDER BY cause_event_id LIMIT 1 OFFSET (SELECT count(*) // 2 FROM causal_edges)) FROM events"
+        ).fetchall()[0]
+        reader.close()
+    finally:
+        store.close()
+    data.middle = middle
+    figures: dict[str, Any] = {"load_before": os.getloadavg(), "events": events}
+    figures.update(disk(path, events))
+    figures.update(time_queries(path, data, repeat))
+    figures["load_after"] = os.getloadavg()
+    for key, value in figures.items():
+        print(f"  {key:<28} {value}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2, default=str))
 
 
 # -- (c) bytes on disk ----------------------------------------------------------------------------
@@ -582,7 +608,16 @@ def main() -> None:
     parser.add_argument("--e2e-only", action="store_true", help="only (d): no store build, queries or disk")
     parser.add_argument("--db", help="keep the built database here (default: a temp dir)")
     parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument(
+        "--queries-on",
+        help="(b) and (c) on this existing store instead of building one (e.g. a copy of the 10M file "
+        "of bench/dashboard_pages.py): the depth-50 chain and the fan-out are appended to it first, "
+        "through Store.append; the flow of the middle is that file's middle root event",
+    )
     args = parser.parse_args()
+    if args.queries_on:
+        queries_on(Path(args.queries_on), args.repeat, args.json)
+        return
 
     figures: dict[str, Any] = {"load_before": os.getloadavg()}
     if not args.e2e_only:

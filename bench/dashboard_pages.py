@@ -13,18 +13,22 @@ The shop: each flow is order.placed (orders) → payments + inventory; inventory
 stock.reserved → notifications; payments publishes payment.authorized → shipping, which publishes
 shipment.created → notifications; orders also publishes invoice.requested → billing. 2 % of
 payments are declined (nack, no payment or shipment follows), 1 % of invoices are never consumed,
-0.5 % of stock reservations are never acked. Events spread over the hour before the build.
+0.5 % of stock reservations are never acked. Flows start one after the other over the hour
+before the build, and ids are UUIDv7-shaped (time first), as the writer would store them.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import math
 import os
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +41,31 @@ _CHUNK_FLOWS = 50_000
 _TS = pa.timestamp("us", tz="UTC")
 
 
-def _ids(prefix: str, flows: np.ndarray) -> list[str]:
-    return [f"{prefix}{k:010d}" for k in flows.tolist()]
+def _ids(kind: int, flows: np.ndarray, started_us: np.ndarray) -> list[str]:
+    """UUIDv7-shaped ids, as the adapters send: the flow's start (ms) first, so ids grow with
+    time like the writer's rows; ``kind`` (0-4) and the flow number make them unique.
+    """
+    return [
+        str(uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0x8 << 60) | (k << 3 | kind)))
+        for ms, k in zip((started_us // 1000).tolist(), flows.tolist(), strict=True)
+    ]
 
 
 def _chunk(
-    first: int, count: int, start_us: int, span_us: int, rng: np.random.Generator
+    first: int, count: int, start_us: int, step_us: float, rng: np.random.Generator
 ) -> dict[str, pa.Table]:
-    """Rows of flows ``first`` .. ``first + count`` as Arrow tables of the real schema."""
+    """Rows of flows ``first`` .. ``first + count`` as Arrow tables of the real schema. Flows
+    start in order (``step_us`` apart on average), so rows are stored in time order as the
+    writer stores them.
+    """
     k = np.arange(first, first + count)
-    t0 = start_us + rng.integers(0, span_us, count)
+    t0 = start_us + (k * step_us).astype(np.int64) + rng.integers(0, max(1, int(step_us)), count)
     declined = rng.random(count) < 0.02
     unconsumed = rng.random(count) < 0.01
     unacked = rng.random(count) < 0.005
     ok = ~declined
     trace = [f"{x:032x}" for x in (k * 7919 + 12345).tolist()]
-    order, stock, pay, ship, invoice = (_ids(p, k) for p in ("o-", "s-", "p-", "h-", "i-"))
+    order, stock, pay, ship, invoice = (_ids(kind, k, t0) for kind in range(5))
     wait = lambda: rng.gamma(2.0, 4_000.0, count).astype(np.int64)  # noqa: E731  µs in queue
     work = lambda: rng.gamma(2.0, 1_500.0, count).astype(np.int64)  # noqa: E731  µs processing
 
@@ -62,7 +75,8 @@ def _chunk(
     deliveries: dict[str, list[Any]] = {
         c: [] for c in ("event_id", "queue", "consumer", "received", "settled", "outcome", "trace", "span")
     }
-    edges: dict[str, list[Any]] = {"cause_event_id": [], "effect_event_id": [], "via": []}
+    edges: dict[str, list[Any]] = {"cause_event_id": [], "effect_event_id": [], "via": [], "flow_id": []}
+    flow_of = order  # the writer's flow id (tracer/store/flows.py): the flow's smallest event id
 
     def add_events(
         ids: list[str],
@@ -85,6 +99,7 @@ def _chunk(
             edges["cause_event_id"] += [cause[i] for i in idx]
             edges["effect_event_id"] += [ids[i] for i in idx]
             edges["via"] += ["causation_id"] * len(idx)
+            edges["flow_id"] += [flow_of[i] for i in idx]
 
     def add_deliveries(
         ids: list[str],
@@ -204,6 +219,7 @@ def _chunk(
 
 
 def build(path: Path, events: int) -> None:
+    from eventscope.tracer.store import summaries
     from eventscope.tracer.store.duckdb_store import Store
 
     flows = max(1, round(events / 4.96))
@@ -216,7 +232,7 @@ def build(path: Path, events: int) -> None:
         writer = store.reader()
         for first in range(0, flows, _CHUNK_FLOWS):
             tables = _chunk(
-                first, min(_CHUNK_FLOWS, flows - first), now_us - span_us - 60_000_000, span_us, rng
+                first, min(_CHUNK_FLOWS, flows - first), now_us - span_us - 60_000_000, span_us / flows, rng
             )
             for name, table in tables.items():
                 columns = [c[0] for c in writer.execute(f"DESCRIBE {name}").fetchall()]
@@ -227,6 +243,10 @@ def build(path: Path, events: int) -> None:
                 writer.execute(f"INSERT INTO {name} SELECT {selected} FROM _bench_rows")
                 writer.unregister("_bench_rows")
             print(f"  {min(first + _CHUNK_FLOWS, flows):,} / {flows:,} flows", flush=True)
+        # what the writer keeps per batch, derived once for every row (as retention does)
+        writer.execute("DELETE FROM delivery_state")
+        writer.execute("INSERT INTO delivery_state SELECT * FROM delivery_fates")
+        summaries.rebuild(writer)
         writer.execute("CHECKPOINT")
         writer.close()
     finally:
@@ -287,7 +307,9 @@ def _questions(source: Any, root: str) -> dict[str, list[tuple[str, Any]]]:
     }
 
 
-def measure(path: Path, rounds: int) -> list[tuple[str, float, float, dict[str, float]]]:
+def measure(
+    path: Path, rounds: int, pages: list[str] | None = None, cpu_parts: dict[str, float] | None = None
+) -> list[tuple[str, float, float, dict[str, float]]]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -298,17 +320,28 @@ def measure(path: Path, rounds: int) -> list[tuple[str, float, float, dict[str, 
         "SELECT event_id FROM events WHERE event_type = 'order.placed' ORDER BY published_at DESC LIMIT 1"
     ).rows[0][0]
     results = []
+    cpu_parts = {} if cpu_parts is None else cpu_parts
     os.environ["EVENTSCOPE_DB"] = str(path)
     app = str(ROOT / "dashboard" / "app.py")
     for page, asks in _questions(source, root).items():
+        if pages and page not in pages:
+            continue
         parts: dict[str, float] = {}
         for name, ask in asks:
-            times = []
+            times, cpu = [], []
             for _ in range(rounds):
-                started = time.perf_counter()
-                ask()
+                started, started_cpu = time.perf_counter(), time.process_time()
+                try:
+                    ask()
+                except Exception as exc:  # a question that fails (the 10 s limit) is a figure too
+                    print(f"  {page}/{name} FAILED: {exc}", flush=True)
+                    times.append(math.inf)
+                    cpu.append(math.inf)
+                    break
                 times.append(time.perf_counter() - started)
+                cpu.append(time.process_time() - started_cpu)
             parts[name] = statistics.median(times)
+            cpu_parts[f"{page}/{name}"] = statistics.median(cpu)
         renders = []
         for _ in range(rounds):
             st.cache_data.clear()
@@ -322,7 +355,9 @@ def measure(path: Path, rounds: int) -> list[tuple[str, float, float, dict[str, 
                 at.button[0].click().run()
             renders.append(time.perf_counter() - started)
             if at.exception:
-                raise RuntimeError(f"{page}: {at.exception[0].value}")
+                print(f"  {page} render FAILED: {at.exception[0].value}", flush=True)
+                renders[-1] = math.inf
+                break
         results.append((page, sum(parts.values()), statistics.median(renders), parts))
         print(
             f"  {page:<10} data {sum(parts.values()):6.2f} s   render {statistics.median(renders):6.2f} s",
@@ -338,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default=_DEFAULT_DB)
     parser.add_argument("--rebuild", action="store_true", help="build the file again even if it exists")
     parser.add_argument("--rounds", type=int, default=3, help="median of this many runs (default 3)")
+    parser.add_argument("--pages", help="comma-separated pages to measure (default: all)")
+    parser.add_argument("--json", help="write every figure (wall and CPU seconds) to this file")
+    parser.add_argument("--build-only", action="store_true", help="build the file (if needed) and stop")
     args = parser.parse_args(argv)
     path = Path(args.db)
     if args.rebuild and path.exists():
@@ -345,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         print(f"building {path} with about {args.events:,} events")
         build(path, args.events)
+    if args.build_only:
+        return 0
     from eventscope.tracer.query.client import open_source
 
     source = open_source(db=str(path))
@@ -358,7 +398,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{counts[3]:,} spans"
     )
     print(f"cores: {os.cpu_count()}; median of {args.rounds} runs; render = cold AppTest run of the page")
-    results = measure(path, args.rounds)
+    cpu_parts: dict[str, float] = {}
+    load_before = os.getloadavg()
+    results = measure(path, args.rounds, args.pages.split(",") if args.pages else None, cpu_parts)
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "load": [load_before[0], os.getloadavg()[0]],
+                    "pages": {p: {"data_s": d, "render_s": r, "parts": parts} for p, d, r, parts in results},
+                    "cpu_s": cpu_parts,
+                },
+                indent=2,
+            )
+        )
     print()
     print("| page | data functions (s) | page render, cold (s) | ≤ 2 s | slowest question |")
     print("|---|---:|---:|---|---|")

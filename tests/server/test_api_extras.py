@@ -168,8 +168,12 @@ def test_a_file_of_an_older_schema_read_post_mortem_says_how_to_migrate(tmp_path
     source = FileSource(str(path))
     try:
         assert source.sql("SELECT count(*) FROM events").rows == [(0,)]  # plain SQL still works
+        # a question that needs what the old file lacks (the payload filter reads payloads; an
+        # unfiltered page since issue 16 writes only the filters given, so it reads no payloads)
         with pytest.raises(SourceError, match=r"schema version 4.*eventscope collect --db .* once"):
-            source.ask("events_page")
+            source.ask("events_page", payload="order_id=1")
+        with pytest.raises(SourceError, match=r"schema version 4.*eventscope collect --db .* once"):
+            source.ask("chain_detail", event_id="e1")
     finally:
         source.close()
     open_store(path).close()  # what the hint says: the collector migrates it

@@ -12,15 +12,31 @@ from typing import Any
 import duckdb
 
 from eventscope.tracer.query.sandbox import records as _records
+from eventscope.tracer.store.summaries import ms_between, us_between
 
-CONSISTENCY_PER_EVENT = """
+CONSISTENCY_PER_EVENT = f"""
 SELECT e.event_id, e.event_type, e.published_at,
-       date_diff('millisecond', e.published_at, max(coalesce(d.settled_at, d.received_at)))
+       {ms_between("e.published_at", "max(coalesce(d.settled_at, d.received_at))")}
            AS consistent_after_ms,
        count(*) AS deliveries
 FROM events e JOIN deliveries d ON d.event_id = e.event_id
 GROUP BY e.event_id, e.event_type, e.published_at
 """
+
+_HAS_SUMMARY = """
+SELECT count(*) > 0 AS found FROM information_schema.tables
+WHERE table_schema = 'main' AND table_name = 'event_consistency'
+"""
+
+
+def per_event(connection: duckdb.DuckDBPyConnection) -> str:
+    """Where time to consistency per event comes from: the writer's summary (schema version
+    12, tracer/store/summaries.py), or the derivation in a file older than that.
+    """
+    if _records(connection, _HAS_SUMMARY, {})[0]["found"]:
+        return "event_consistency"
+    return f"({CONSISTENCY_PER_EVENT})"
+
 
 __all__ = [
     "CONSISTENCY_PER_EVENT",
@@ -28,6 +44,7 @@ __all__ = [
     "fanout_delivered",
     "fanout_matrix",
     "lag",
+    "per_event",
     "topology",
     "workflows",
 ]
@@ -52,10 +69,10 @@ SELECT producer_service AS producer, exchange, count(*) AS events,
 FROM events GROUP BY ALL ORDER BY events DESC, producer, exchange
 """
 
-_ROUTE_EDGES = """
+_ROUTE_EDGES = f"""
 SELECT e.exchange, d.queue, d.consumer_service AS consumer, count(*) AS deliveries,
        count(*) FILTER (WHERE d.outcome IS DISTINCT FROM 'ack') AS errors,
-       quantile_cont(date_diff('microsecond', e.published_at, d.received_at) / 1000.0, 0.5) AS wait_p50_ms,
+       quantile_cont({us_between("e.published_at", "d.received_at")} / 1000.0, 0.5) AS wait_p50_ms,
        count(*) / greatest(date_diff('millisecond', min(d.received_at), max(d.received_at)) / 1000.0, 1.0)
            AS deliveries_per_s
 FROM deliveries d JOIN events e ON e.event_id = d.event_id
@@ -89,12 +106,12 @@ SELECT s.service,
 FROM services s ORDER BY s.service
 """
 
-_LAG_BY_QUEUE = """
+_LAG_BY_QUEUE = f"""
 WITH per AS (
     SELECT d.queue, d.consumer_service, count(*) AS deliveries,
-           quantile_cont(date_diff('microsecond', e.published_at, d.received_at) / 1000.0, [0.5, 0.95])
+           quantile_cont({us_between("e.published_at", "d.received_at")} / 1000.0, [0.5, 0.95])
                AS wait,
-           quantile_cont(date_diff('microsecond', d.received_at, d.settled_at) / 1000.0, [0.5, 0.95]) AS work
+           quantile_cont({us_between("d.received_at", "d.settled_at")} / 1000.0, [0.5, 0.95]) AS work
     FROM deliveries d JOIN events e ON e.event_id = d.event_id
     WHERE d.queue IS NOT NULL
     GROUP BY ALL
@@ -106,8 +123,8 @@ FROM per ORDER BY wait_p95_ms DESC NULLS LAST, queue
 
 # Time to consistency per event type and its outliers (above the type's p99), from one
 # per-event pass: 'type' rows and 'outlier' rows.
-_CONSISTENCY = f"""
-WITH per AS MATERIALIZED ({CONSISTENCY_PER_EVENT}),
+_CONSISTENCY = """
+WITH per AS MATERIALIZED (SELECT * FROM {per_event}),
 stats AS (
     SELECT event_type, count(*) AS events, quantile_cont(consistent_after_ms, [0.5, 0.95, 0.99]) AS q,
            max(consistent_after_ms) AS max_ms
@@ -256,7 +273,9 @@ def topology(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def lag(connection: duckdb.DuckDBPyConnection, *, outliers: int = 20) -> dict[str, Any]:
     """Time in queue vs processing per queue, time to consistency per event type, outliers."""
-    found = _records(connection, _CONSISTENCY, {"limit": outliers})
+    found = _records(
+        connection, _CONSISTENCY.replace("{per_event}", per_event(connection)), {"limit": outliers}
+    )
     types = ("event_type", "events", "p50_ms", "p95_ms", "p99_ms", "max_ms")
     consistency = [{k: row[k] for k in types} for row in found if row["kind"] == "type"]
     consistency.sort(key=lambda row: row["event_type"])

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from eventscope.tracer.store import flows
+from eventscope.tracer.store import flows, summaries
 from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
 from eventscope.tracer.store.duck import registered, transaction
 
@@ -46,7 +46,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 11  # the highest of _MIGRATIONS (numbers may skip: assigned per branch)
+SCHEMA_VERSION = 12  # the highest of _MIGRATIONS (numbers may skip: assigned per branch)
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -62,6 +62,7 @@ _MIGRATIONS = {
     9: "schema_v9_incidents.sql",
     10: "schema_v10_redrives.sql",
     11: "schema_v11_contracts.sql",
+    12: "schema_v12_summaries.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -398,6 +399,8 @@ class Store:
             connection.execute(_read_sql(_VIEWS))
             if _STATE_VERSION in applied:
                 _rebuild_state(connection)
+            elif summaries.VERSION in applied:
+                summaries.rebuild(connection)
             if flows.has_unflowed(connection):  # migrated to v5 (also if a later step failed)
                 flows.rebuild(connection)
             connection.execute(
@@ -644,6 +647,7 @@ class Store:
             con.execute(
                 "INSERT INTO delivery_state " + _read_state_sql().replace("{scope}", _STATE_SCOPE), params
             )
+            summaries.refresh(con, _STATE_SCOPE, params)
 
     def _write_resolution(
         self, resolution: Resolution, touched: set[str] | None = None, since_us: int | None = None
@@ -754,9 +758,12 @@ def _read_state_sql() -> str:
 
 
 def _rebuild_state(connection: duckdb.DuckDBPyConnection) -> None:
-    """Derive delivery_state for every event (after the migration that adds it, after retention)."""
+    """Derive delivery_state and the summaries for every event (after the migrations that add
+    them, after retention).
+    """
     connection.execute("DELETE FROM delivery_state")
     connection.execute("INSERT INTO delivery_state SELECT * FROM delivery_fates")
+    summaries.rebuild(connection)
 
 
 def _migrate(connection: duckdb.DuckDBPyConnection) -> list[int]:
