@@ -639,6 +639,9 @@ class Store:
                 con.execute(
                     "DELETE FROM delivery_state WHERE event_id IN (SELECT event_id FROM _eventscope_touched)"
                 )
+            # Every touched event's summary, fine or not (an acked event has no state, but has
+            # a time to consistency).
+            summaries.refresh(con, _STATE_SCOPE, params)
         candidates = [event_id for event_id, what in found if what == "derive"]
         if not candidates:
             return
@@ -647,7 +650,6 @@ class Store:
             con.execute(
                 "INSERT INTO delivery_state " + _read_state_sql().replace("{scope}", _STATE_SCOPE), params
             )
-            summaries.refresh(con, _STATE_SCOPE, params)
 
     def _write_resolution(
         self, resolution: Resolution, touched: set[str] | None = None, since_us: int | None = None
