@@ -101,6 +101,14 @@ _MESSAGE_FIELDS = (
 )
 
 
+class _MessageCopy(Message):
+    """The copy eventscope sends: a ``Message`` whose fields the adapter fills without
+    aio-pika's per-assignment lock check (it is never locked; nobody else holds it)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__  # type: ignore[assignment]
+
+
 def _copy_message(message: Any) -> Message:
     """A new unlocked ``Message`` with the fields of ``message``; ``message`` is never touched.
 
@@ -108,7 +116,7 @@ def _copy_message(message: Any) -> Message:
     would share the headers dict). ``timestamp`` is filled here because aiormq encodes only
     a ``datetime``.
     """
-    copy = Message.__new__(Message)
+    copy = _MessageCopy.__new__(_MessageCopy)
     put = object.__setattr__
     put(copy, "_Message__lock", False)
     for name in _MESSAGE_FIELDS:

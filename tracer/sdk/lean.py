@@ -34,7 +34,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from eventscope.tracer.sdk import compat, failures
 from eventscope.tracer.sdk import provider as telemetry
 
-__all__ = ["LeanSpan", "LeanTracer", "tracer_for"]
+__all__ = ["LeanSpan", "LeanTracer", "share_prefix", "tracer_for"]
 
 _MAX_ATTRIBUTES = 128
 _MAX_EVENTS = 128
@@ -101,6 +101,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._resource = tracer.resource
         self._instrumentation_scope = tracer.scope
         self._instrumentation_info = None
+        self._prefix: dict[str, Any] | None = None  # see share_prefix()
 
     def get_span_context(self) -> SpanContext:
         return self._context
@@ -124,6 +125,9 @@ class LeanSpan(trace.Span, ReadableSpan):
             return
         if key not in self._attributes and len(self._attributes) >= _MAX_ATTRIBUTES:
             return
+        prefix = self._prefix
+        if prefix is not None and key in prefix:  # an overwrite: the shared encoding no longer holds
+            self._prefix = None
         self._attributes[key] = value
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
@@ -256,6 +260,19 @@ class LeanTracer:
             tuple(links) if links else (),
             start_time or time.time_ns(),
         )
+
+
+def share_prefix(span: Any, prefix: dict[str, Any]) -> None:
+    """Tell the encoder that ``span``'s attributes begin with the items of ``prefix``, in order.
+
+    ``prefix`` is a dict the caller built once (the attributes every span of a channel and
+    destination share) and never mutates; the span's own dict was started as a copy of it.
+    The OTLP encoder then writes those pairs as one cached block instead of pair by pair.
+    A span that is not a :class:`LeanSpan` (the SDK path) is left alone; overwriting one of
+    those keys later drops the mark.
+    """
+    if type(span) is LeanSpan:
+        span._prefix = prefix
 
 
 _lock = threading.Lock()
