@@ -10,14 +10,19 @@ SDK's own tracer, the stock exporter. Never an ``AttributeError`` into the appli
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
+import threading
 from typing import Any
 
 from opentelemetry.trace import TraceFlags
 
 __all__ = [
     "DROPS_REFUSED_VALUES",
+    "PID",
     "RANDOM_TRACE_ID",
+    "batch_queue",
     "clean_attribute_value",
     "exporter_internals",
     "lean_capable",
@@ -81,6 +86,35 @@ def processor_exporter(processor: Any) -> Any | None:
             exporter = getattr(holder, name, None)
             if exporter is not None:
                 return exporter
+    return None
+
+
+# This process's id, kept current across os.fork() (the SDK's batch processor compares its own).
+PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: PID.__setitem__(0, os.getpid()))
+
+
+def batch_queue(processor: Any) -> Any | None:
+    """The SDK ``BatchProcessor`` behind a ``BatchSpanProcessor`` whose queue the lean path may fill.
+
+    Recent SDKs keep it in ``_batch_processor`` with a bounded ``deque`` (``_queue``), its
+    limits, a ``threading.Event`` that wakes the export thread, the owning pid and a shutdown
+    flag. Any other shape answers ``None`` and spans go through ``on_end``.
+    """
+    batch = getattr(processor, "_batch_processor", None)
+    try:
+        if (
+            isinstance(batch._queue, collections.deque)
+            and isinstance(batch._max_queue_size, int)
+            and isinstance(batch._max_export_batch_size, int)
+            and isinstance(batch._worker_awaken, threading.Event)
+            and isinstance(batch._pid, int)
+            and isinstance(batch._shutdown, bool)
+        ):
+            return batch
+    except AttributeError:
+        pass
     return None
 
 
