@@ -36,9 +36,9 @@ from eventscope.tracer.sdk.propagation import (
     current_handling,
     decode_header,
     extract,
+    handling_context,
     inject,
     new_event_id,
-    with_handling,
 )
 
 __all__ = ["AmqpTracing", "Delivery", "Publish", "Settlements", "suppressed"]
@@ -474,7 +474,7 @@ class AmqpTracing:
             start_time=start_time,
         )
         share_prefix(span, prefix)
-        ctx = with_handling(trace.set_span_in_context(span, parent), event_id, correlation)
+        ctx = handling_context(parent, span, event_id, correlation)
         delivery = Delivery(self, span, ctx, queue, delivery_tag)
         if auto_ack:
             delivery.settled = True

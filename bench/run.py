@@ -223,7 +223,9 @@ def main() -> int:
     print(_header(args), "\n", flush=True)
     started = time.monotonic()
     sink, endpoint = _start_sink()
-    output: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}}
+    output: dict[str, Any] = {
+        "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    }
     try:
         print(f"throughput (sink {endpoint}):", flush=True)
         output["runs"] = runs = _throughput_rounds(args, endpoint)

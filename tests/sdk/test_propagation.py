@@ -15,6 +15,7 @@ from eventscope.tracer.sdk.propagation import (
     current_handling,
     decode_header,
     extract,
+    handling_context,
     inject,
     new_event_id,
     with_handling,
@@ -80,6 +81,20 @@ def test_handling_context_carries_event_and_flow_ids():
     handling = current_handling(ctx)
     assert (handling.event_id, handling.correlation_id) == ("evt-1", "evt-1")
     assert current_handling(with_handling(ctx, "evt-2", "flow")).correlation_id == "flow"
+
+
+def test_the_one_step_handler_context_equals_the_two_step_one():
+    from opentelemetry import baggage
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    span = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1)))
+    parent = baggage.set_baggage("tenant", "acme", extract({"traceparent": _TRACEPARENT}, Context()))
+    for correlation in (None, "flow"):
+        one = handling_context(parent, span, "evt-1", correlation)
+        two = with_handling(trace.set_span_in_context(span, parent), "evt-1", correlation)
+        assert isinstance(one, Context) and dict(one) == dict(two)
+        assert trace.get_current_span(one) is span and baggage.get_baggage("tenant", one) == "acme"
+    assert "tenant" not in dict(parent) and trace.get_current_span(parent) is not span  # not mutated
 
 
 def _otel_reading(headers):

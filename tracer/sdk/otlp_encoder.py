@@ -108,6 +108,7 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 _pairs: dict[tuple[int, str, type, Any], bytes] = {}
+_keys: dict[str, bytes] = {}  # the encoded key of a pair whose value is not cached
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -134,7 +135,18 @@ def _pairs_of(number: int, items: Iterable[tuple[str, Any]]) -> bytes:
             parts.append(encoded)
             continue
         try:
-            parts.append(_field(number, _key_value(key, value)))
+            encoded_key = _keys.get(key)
+            if encoded_key is None:
+                if len(_keys) >= _MAX_CACHED_PAIRS:
+                    _keys.clear()
+                encoded_key = _keys[key] = _text(1, key)
+            if kind is str:
+                any_value = _field(1, value.encode("utf-8"))
+            elif kind is int:
+                any_value = b"\x18" + _varint(value)
+            else:
+                any_value = _any_value(value)
+            parts.append(_field(number, encoded_key + _field(2, any_value)))
         except Exception as exc:  # the SDK encoder logs and skips such attributes too
             logger.exception("Failed to encode key %s: %s", key, exc)
     return b"".join(parts)

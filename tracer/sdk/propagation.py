@@ -46,6 +46,7 @@ __all__ = [
     "current_handling",
     "decode_header",
     "extract",
+    "handling_context",
     "inject",
     "new_event_id",
     "with_handling",
@@ -152,6 +153,29 @@ class Handling:
 def with_handling(ctx: Context, event_id: str | None, correlation_id: str | None) -> Context:
     """``ctx`` plus the event being handled; publishes under it become its effects."""
     return context.set_value(_HANDLING_KEY, Handling(event_id, correlation_id or event_id), ctx)
+
+
+def _span_key() -> str | None:
+    """The context key OpenTelemetry keeps the current span under (read, not imported: it is private)."""
+    probe = trace.set_span_in_context(trace.INVALID_SPAN, Context())
+    return next(iter(probe)) if len(probe) == 1 else None
+
+
+_SPAN_KEY = _span_key()
+
+
+def handling_context(ctx: Context, span: Span, event_id: str | None, correlation_id: str | None) -> Context:
+    """``ctx`` with ``span`` current and the event being handled: a handler's context, one copy.
+
+    The same as ``with_handling(trace.set_span_in_context(span, ctx), ...)``, built in one
+    step on the consumer's hot path.
+    """
+    if _SPAN_KEY is None:
+        return with_handling(trace.set_span_in_context(span, ctx), event_id, correlation_id)
+    values = dict(ctx)
+    values[_SPAN_KEY] = span
+    values[_HANDLING_KEY] = Handling(event_id, correlation_id or event_id)
+    return Context(values)
 
 
 def current_handling(ctx: Context | None = None) -> Handling | None:
