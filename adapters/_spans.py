@@ -151,14 +151,17 @@ class Delivery:
 
     def settle(self, outcome: str, operation: str, requeue: bool | None) -> None:
         self.settled = True
-        attributes: dict[str, Any] = {A.SETTLE_OUTCOME: outcome}
-        if requeue is not None:
-            attributes[A.SETTLE_REQUEUE] = requeue
         if self.open:
-            self.span.set_attributes(attributes)
+            span = self.span
+            span.set_attribute(A.SETTLE_OUTCOME, outcome)
+            if requeue is not None:
+                span.set_attribute(A.SETTLE_REQUEUE, requeue)
             if self.end_on_settle:
                 self.finish()
             return
+        attributes: dict[str, Any] = {A.SETTLE_OUTCOME: outcome}
+        if requeue is not None:
+            attributes[A.SETTLE_REQUEUE] = requeue
         attributes.update(
             {
                 A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,

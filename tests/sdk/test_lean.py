@@ -192,3 +192,21 @@ def test_a_processor_without_the_known_batch_queue_gets_on_end():
     assert lean._batch is None
     lean.start_span("simple").end()
     assert [s.name for s in exporter.get_finished_spans()] == ["simple"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_span_contexts_built_directly_equal_the_public_constructor(monkeypatch, fast):
+    from opentelemetry.trace import TraceState
+
+    from eventscope.tracer.sdk import compat
+
+    assert compat._FAST_SPAN_CONTEXT  # this SDK's SpanContext is the tuple compat expects
+    monkeypatch.setattr(compat, "_FAST_SPAN_CONTEXT", fast)
+    for state in (None, TraceState([("vendor", "x")])):
+        for remote in (True, False):
+            ours = compat.span_context(2**128 - 1, 1, remote, TraceFlags(1), state)
+            public = SpanContext(
+                2**128 - 1, 1, is_remote=remote, trace_flags=TraceFlags(1), trace_state=state
+            )
+            assert type(ours) is SpanContext and ours == public
+            assert (ours.is_valid, ours.is_remote, ours.trace_state) == (True, remote, public.trace_state)

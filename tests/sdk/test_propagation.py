@@ -64,6 +64,21 @@ def test_inject_matches_the_w3c_propagator_and_keeps_existing_keys():
     assert supplied == {"traceparent": _TRACEPARENT}
 
 
+def test_inject_carries_baggage_of_the_parent_context_and_only_then():
+    from opentelemetry import baggage
+
+    span = TracerProvider().get_tracer("t").start_span("s")
+    with_baggage = baggage.set_baggage("tenant", "acme", Context())
+    emptied = baggage.remove_baggage("tenant", with_baggage)
+    for parent, expected in ((with_baggage, "tenant=acme"), (emptied, None), (Context(), None), (None, None)):
+        ours: dict = {}
+        inject(ours, span, parent)
+        theirs: dict = {}
+        propagate.inject(theirs, context=trace.set_span_in_context(span, parent))
+        assert ours.get("baggage") == theirs.get("baggage") == expected
+        assert ours["traceparent"] == theirs["traceparent"]
+
+
 def test_new_event_id_is_a_time_ordered_uuid7():
     before = int(time.time() * 1000)
     first = new_event_id()

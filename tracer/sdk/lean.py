@@ -272,14 +272,14 @@ class LeanTracer:
         else:
             parent = None
             trace_id = random.getrandbits(128)
+            while trace_id == 0:  # pragma: no cover - one in 2**128
+                trace_id = random.getrandbits(128)
             flags = _SAMPLED_RANDOM
             trace_state = None
         span_id = random.getrandbits(64)
         while span_id == 0:  # pragma: no cover - one in 2**64
             span_id = random.getrandbits(64)
-        span_context = SpanContext(
-            trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=trace_state
-        )
+        span_context = compat.span_context(trace_id, span_id, False, flags, trace_state)
         return LeanSpan(
             self,
             name,
