@@ -246,6 +246,19 @@ def _report(results: list[dict[str, Any]]) -> None:
                 wall_text = f"{es / ot:.2f}" if ot > 0 else "n/a"
                 per_round.append(wall_text + (f"; {es_cpu / ot_cpu:.2f}" if ot_cpu > 0 else "; n/a"))
             print(f"  {mine} per round (wall; CPU): {', '.join(per_round)}")
+        best = {}
+        for config in configs:
+            rate = max(r[phase]["msg_per_s"] for r in results if r["config"] == config)
+            cpu_best = min(r[phase]["cpu_us"] for r in results if r["config"] == config)
+            best[config] = (1e6 / rate, cpu_best, rate)
+        for mine in ("eventscope", BASELINE):
+            if mine in best:
+                wall = (best[mine][0] - best["raw"][0]) / (best["otel"][0] - best["raw"][0])
+                cpu_ratio = (best[mine][1] - best["raw"][1]) / (best["otel"][1] - best["raw"][1])
+                print(
+                    f"  best round of each: {mine} overhead / OTel's {wall:.2f} (CPU {cpu_ratio:.2f}),"
+                    f" throughput {best[mine][2] / best['raw'][2]:.2f} x raw"
+                )
         if phase == "publish":
             for mine in ("eventscope", BASELINE):
                 if mine in overhead:
