@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, 
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import failures
 from eventscope.tracer.sdk import provider as telemetry
-from eventscope.tracer.sdk.lean import tracer_for
+from eventscope.tracer.sdk.lean import share_prefix, tracer_for
 from eventscope.tracer.sdk.propagation import (
     CAUSATION_HEADER,
     CORRELATION_HEADER,
@@ -36,15 +36,16 @@ from eventscope.tracer.sdk.propagation import (
     current_handling,
     decode_header,
     extract,
+    handling_context,
     inject,
     new_event_id,
-    with_handling,
 )
 
 __all__ = ["AmqpTracing", "Delivery", "Publish", "Settlements", "suppressed"]
 
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 _DEFAULT_MAX_UNSETTLED = 65_536
+_MAX_PREFIXES = 1024  # distinct destinations per channel whose shared attributes are kept
 LINK_MODES = ("parent", "link")
 
 
@@ -150,14 +151,17 @@ class Delivery:
 
     def settle(self, outcome: str, operation: str, requeue: bool | None) -> None:
         self.settled = True
-        attributes: dict[str, Any] = {A.SETTLE_OUTCOME: outcome}
-        if requeue is not None:
-            attributes[A.SETTLE_REQUEUE] = requeue
         if self.open:
-            self.span.set_attributes(attributes)
+            span = self.span
+            span.set_attribute(A.SETTLE_OUTCOME, outcome)
+            if requeue is not None:
+                span.set_attribute(A.SETTLE_REQUEUE, requeue)
             if self.end_on_settle:
                 self.finish()
             return
+        attributes: dict[str, Any] = {A.SETTLE_OUTCOME: outcome}
+        if requeue is not None:
+            attributes[A.SETTLE_REQUEUE] = requeue
         attributes.update(
             {
                 A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
@@ -221,6 +225,7 @@ class AmqpTracing:
 
     __slots__ = (
         "_library",
+        "_prefixes",
         "_resource",
         "_service",
         "_version",
@@ -248,6 +253,7 @@ class AmqpTracing:
         self._library = library
         self._version = version
         self._resource: tuple[Any, str | None] | None = None
+        self._prefixes: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     @property
     def tracer(self) -> Any:
@@ -280,6 +286,60 @@ class AmqpTracing:
         if self.server_port:
             attributes[A.SERVER_PORT] = self.server_port
 
+    def _prefix(self, key: tuple[Any, ...], build: Any) -> dict[str, Any]:
+        """The attributes every span of this channel with ``key`` shares, built once.
+
+        Each span's attributes start as a copy of it (one dict copy instead of a dict built
+        pair by pair), and the lean encoder writes it as one cached block
+        (``lean.share_prefix``). Never mutated once built.
+        """
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            prefix = self._prefixes[key] = build(*key)
+        return prefix
+
+    def _publish_prefix(self, _kind: str, exchange: str, routing_key: str) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
+            A.MESSAGING_OPERATION_TYPE: A.OP_SEND,
+            A.MESSAGING_OPERATION_NAME: "publish",
+            A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key),
+            A.EXCHANGE: exchange,
+        }
+        if routing_key:
+            attributes[A.MESSAGING_ROUTING_KEY] = routing_key
+        self._network(attributes)
+        return attributes
+
+    def _delivery_prefix(
+        self,
+        operation: str,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        redelivered: bool,
+        auto_ack: bool,
+    ) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
+            A.MESSAGING_OPERATION_TYPE: operation,
+            A.MESSAGING_OPERATION_NAME: "process" if operation == A.OP_PROCESS else "get",
+            A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key, queue),
+            A.QUEUE: queue,
+        }
+        # Written only when true: every exported attribute costs, and absent means false.
+        if redelivered:
+            attributes[A.REDELIVERED] = True
+        if auto_ack:
+            attributes[A.AUTO_ACK] = True
+            attributes[A.SETTLE_OUTCOME] = A.OUTCOME_ACK
+        if routing_key:
+            attributes[A.MESSAGING_ROUTING_KEY] = routing_key
+        self._network(attributes)
+        return attributes
+
     def start_publish(
         self, exchange: str, routing_key: str, body: Any, properties: Any, new_properties: Any
     ) -> Publish:
@@ -310,16 +370,9 @@ class AmqpTracing:
         if props.app_id is None and service:
             props.app_id = service
 
-        attributes: dict[str, Any] = {
-            A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
-            A.MESSAGING_OPERATION_TYPE: A.OP_SEND,
-            A.MESSAGING_OPERATION_NAME: "publish",
-            A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key),
-            A.EXCHANGE: exchange,
-            A.MESSAGING_MESSAGE_ID: str(event_id),
-        }
-        if routing_key:
-            attributes[A.MESSAGING_ROUTING_KEY] = routing_key
+        prefix = self._prefix(("publish", exchange, routing_key), self._publish_prefix)
+        attributes = prefix.copy()
+        attributes[A.MESSAGING_MESSAGE_ID] = str(event_id)
         if props.correlation_id:
             attributes[A.MESSAGING_CONVERSATION_ID] = str(props.correlation_id)
         if props.type and props.type != routing_key:  # the collector falls back to the routing key
@@ -329,7 +382,6 @@ class AmqpTracing:
         size = _body_size(body)
         if size is not None:
             attributes[A.MESSAGING_BODY_SIZE] = size
-        self._network(attributes)
 
         if headers is not None:
             # "missing" means the key is absent: values the application set stay, whatever their type
@@ -351,6 +403,7 @@ class AmqpTracing:
             kind=SpanKind.PRODUCER,
             attributes=attributes,
         )
+        share_prefix(span, prefix)
         if headers is not None:
             inject(headers, span, parent)
             props.headers = headers
@@ -389,20 +442,10 @@ class AmqpTracing:
 
         event_id = getattr(properties, "message_id", None)
         event_id = str(event_id) if event_id else None
-        attributes: dict[str, Any] = {
-            A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
-            A.MESSAGING_OPERATION_TYPE: operation,
-            A.MESSAGING_OPERATION_NAME: "process" if operation == A.OP_PROCESS else "get",
-            A.MESSAGING_DESTINATION_NAME: _destination(exchange, routing_key, queue),
-            A.QUEUE: queue,
-        }
-        # Written only when true: every exported attribute costs, and absent means false.
-        if redelivered:
-            attributes[A.REDELIVERED] = True
-        if auto_ack:
-            attributes[A.AUTO_ACK] = True
-        if routing_key:
-            attributes[A.MESSAGING_ROUTING_KEY] = routing_key
+        prefix = self._prefix(
+            (operation, queue, exchange, routing_key, bool(redelivered), auto_ack), self._delivery_prefix
+        )
+        attributes = prefix.copy()
         if isinstance(delivery_tag, int):
             attributes[A.MESSAGING_DELIVERY_TAG] = delivery_tag
         if event_id:
@@ -421,12 +464,9 @@ class AmqpTracing:
                 deaths = headers.get("x-death")
                 if deaths:
                     _deaths(deaths, attributes)
-        if auto_ack:
-            attributes[A.SETTLE_OUTCOME] = A.OUTCOME_ACK
         size = _body_size(body)
         if size is not None:
             attributes[A.MESSAGING_BODY_SIZE] = size
-        self._network(attributes)
 
         span = self.tracer.start_span(
             f"{'process' if operation == A.OP_PROCESS else 'receive'} {queue}",
@@ -436,7 +476,8 @@ class AmqpTracing:
             links=links,
             start_time=start_time,
         )
-        ctx = with_handling(trace.set_span_in_context(span, parent), event_id, correlation)
+        share_prefix(span, prefix)
+        ctx = handling_context(parent, span, event_id, correlation)
         delivery = Delivery(self, span, ctx, queue, delivery_tag)
         if auto_ack:
             delivery.settled = True

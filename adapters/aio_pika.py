@@ -29,8 +29,8 @@ docs/adapters.md):
 * ``queue.consume(callback)``: a CONSUMER ``process`` span around the callback, current
   inside it (aio-pika runs each callback in a task of its own, so contexts never mix).
 * ``queue.iterator()`` / ``async for``: a span per message, current in the loop body, ended
-  by the message's settle, the next iteration, or the iterator's close (``async with``, or
-  the iterator being dropped after a ``break``).
+  by the message's settle, the next iteration, leaving the loop (``break`` included, with or
+  without ``async with``), or the iterator's close.
 * ``queue.get()``: a ``receive`` span. ``ack``/``nack``/``reject`` (also through
   ``message.process()``): the outcome on the delivery's span, or a short ``settle`` span.
 
@@ -101,6 +101,14 @@ _MESSAGE_FIELDS = (
 )
 
 
+class _MessageCopy(Message):
+    """The copy eventscope sends: a ``Message`` whose fields the adapter fills without
+    aio-pika's per-assignment lock check (it is never locked; nobody else holds it)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__  # type: ignore[assignment]
+
+
 def _copy_message(message: Any) -> Message:
     """A new unlocked ``Message`` with the fields of ``message``; ``message`` is never touched.
 
@@ -108,7 +116,7 @@ def _copy_message(message: Any) -> Message:
     would share the headers dict). ``timestamp`` is filled here because aiormq encodes only
     a ``datetime``.
     """
-    copy = Message.__new__(Message)
+    copy = _MessageCopy.__new__(_MessageCopy)
     put = object.__setattr__
     put(copy, "_Message__lock", False)
     for name in _MESSAGE_FIELDS:
@@ -326,6 +334,17 @@ class _IteratorState:
         if delivery is not None:
             _finish(delivery)
 
+    def left(self) -> None:
+        """The loop that iterated was left (``break``, ``return``, an exception): end its span.
+
+        The context is detached only where it is still the delivery's own, i.e. in the task
+        that iterated with nothing attached on top; anywhere else it is left alone.
+        """
+        delivery = self.delivery
+        if delivery is None:
+            return
+        self.close(detach=self.token is not None and context.get_current() is delivery.context)
+
 
 def _iterator_state(iterator: Any) -> _IteratorState:
     state = iterator.__dict__.get("_eventscope_state")
@@ -335,6 +354,54 @@ def _iterator_state(iterator: Any) -> _IteratorState:
         # ends its last span when it is collected; the context is not touched from there.
         weakref.finalize(iterator, state.close, False)
     return state
+
+
+class _Loop:
+    """What ``async for`` iterates on a traced queue iterator: its ``__anext__``, and a signal.
+
+    ``async for`` holds the object ``__aiter__`` returns and nothing else does, so when the
+    loop is left (``break`` included, with or without ``async with``) CPython drops it at
+    once and ``__del__`` ends the last message's span there, instead of when the queue
+    iterator is collected (its consumer keeps it alive while the channel is open).
+    """
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, iterator: Any) -> None:
+        self._iterator = iterator
+
+    def __aiter__(self) -> _Loop:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._iterator.__anext__()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._iterator, name)
+
+    def __del__(self) -> None:
+        try:
+            state = self._iterator.__dict__.get("_eventscope_state")
+            if state is not None:
+                state.left()
+        except Exception as exc:
+            failures.record("consume tracing", exc)
+
+
+def _make_aiter(original: Callable[..., Any]) -> Callable[..., Any]:
+    def aiter(self: Any) -> Any:
+        iterator = original(self)
+        if iterator is not self or not _channels:
+            return iterator
+        try:
+            if _tracing_for(self._amqp_queue.channel) is not None:
+                return _Loop(self)
+        except Exception as exc:
+            failures.record("consume tracing", exc)
+        return iterator
+
+    aiter.__wrapped__ = original  # type: ignore[attr-defined]
+    return aiter
 
 
 def _make_anext(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -467,6 +534,7 @@ def _ensure_hooks() -> None:
             if "__anext__" in cls.__dict__:
                 _hook(cls, "__anext__", _make_anext)
         _hook(QueueIterator, "close", _make_close)
+        _hook(QueueIterator, "__aiter__", _make_aiter)
         _hook(IncomingMessage, "ack", _make_ack)
         _hook(IncomingMessage, "nack", _make_nack)
         _hook(IncomingMessage, "reject", _make_reject)

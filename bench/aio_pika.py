@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,8 @@ _PREFETCH = 500
 CONFIGS = ("raw", "eventscope", "otel")
 # diagnostics: the same, with an exporter that sends nothing (the application thread's share)
 DIAGNOSTICS = ("eventscope-noexport", "otel-noexport")
+# --baseline DIR: eventscope imported from another tree (e.g. main's), in the same rounds
+BASELINE = "eventscope-base"
 
 
 def _exported(endpoint: str | None) -> int:
@@ -178,13 +181,19 @@ async def _one(config: str, endpoint: str, messages: int, warmup: int) -> dict[s
 
 def _run_rounds(args: argparse.Namespace, endpoint: str) -> list[dict[str, Any]]:
     results = []
-    configs = CONFIGS + (DIAGNOSTICS if args.diagnostics else ())
+    configs = CONFIGS + ((BASELINE,) if args.baseline else ()) + (DIAGNOSTICS if args.diagnostics else ())
+    baseline_env = None
+    if args.baseline:
+        if not (args.baseline / "eventscope" / "tracer" / "__init__.py").is_file():
+            sys.exit(f"--baseline {args.baseline}: no eventscope/tracer/__init__.py in it")
+        baseline_env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
     for round_index in range(args.rounds):
         shift = round_index % len(configs)
         for config in configs[shift:] + configs[:shift]:
             command = [sys.executable, __file__, "--one", config, "--endpoint", endpoint]
             command += ["--messages", str(args.messages), "--warmup", str(args.warmup)]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+            env = baseline_env if config == BASELINE else None
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, env=env)
             if done.returncode != 0:
                 sys.exit(f"{config} failed:\n{done.stderr}")
             results.append({"round": round_index, **json.loads(done.stdout.strip().splitlines()[-1])})
@@ -196,7 +205,7 @@ def _report(results: list[dict[str, Any]]) -> None:
     def median(config: str, phase: str, key: str) -> float:
         return statistics.median(r[phase][key] for r in results if r["config"] == config)
 
-    configs = [c for c in CONFIGS + DIAGNOSTICS if any(r["config"] == c for r in results)]
+    configs = [c for c in CONFIGS + (BASELINE,) + DIAGNOSTICS if any(r["config"] == c for r in results)]
     rounds = sorted({r["round"] for r in results})
     for phase in ("publish", "consume"):
         raw = median("raw", phase, "msg_per_s")
@@ -210,22 +219,51 @@ def _report(results: list[dict[str, Any]]) -> None:
                 f"{config:20} {rate:9.0f} {rate / raw:6.2f} {overhead[config]:7.1f} "
                 f"{median(config, phase, 'cpu_us'):7.1f} {median(config, phase, 'spans'):6.2f}"
             )
-        ratio = overhead["eventscope"] / overhead["otel"] if overhead["otel"] > 0 else float("inf")
-        print(f"eventscope overhead / OTel aio-pika's: {ratio:.2f} (required <= 0.5)")
+        cpu = {config: median(config, phase, "cpu_us") - median("raw", phase, "cpu_us") for config in configs}
+        for mine in ("eventscope", BASELINE):
+            if mine not in overhead:
+                continue
+            ratio = overhead[mine] / overhead["otel"] if overhead["otel"] > 0 else float("inf")
+            cpu_ratio = cpu[mine] / cpu["otel"] if cpu["otel"] > 0 else float("inf")
+            print(f"{mine} overhead / OTel aio-pika's: {ratio:.2f} (CPU {cpu_ratio:.2f}) (required <= 0.5)")
         if "otel-noexport" in overhead and overhead["otel-noexport"] > 0:
             diag = overhead["eventscope-noexport"] / overhead["otel-noexport"]
             print(f"  diag, no export (application thread + processor): {diag:.2f}")
-        per_round = []
-        for index in rounds:
-            chunk = {r["config"]: r for r in results if r["round"] == index}
-            raw_r = 1e6 / chunk["raw"][phase]["msg_per_s"]
-            es = 1e6 / chunk["eventscope"][phase]["msg_per_s"] - raw_r
-            ot = 1e6 / chunk["otel"][phase]["msg_per_s"] - raw_r
-            per_round.append(f"{es / ot:.2f}" if ot > 0 else "n/a")
-        print(f"  per round: {', '.join(per_round)}")
+        for mine in ("eventscope", BASELINE):
+            if mine not in overhead:
+                continue
+            per_round = []
+            for index in rounds:
+                chunk = {r["config"]: r for r in results if r["round"] == index}
+                raw_r = 1e6 / chunk["raw"][phase]["msg_per_s"]
+                es = 1e6 / chunk[mine][phase]["msg_per_s"] - raw_r
+                ot = 1e6 / chunk["otel"][phase]["msg_per_s"] - raw_r
+                raw_cpu = chunk["raw"][phase]["cpu_us"]
+                es_cpu, ot_cpu = (
+                    chunk[mine][phase]["cpu_us"] - raw_cpu,
+                    chunk["otel"][phase]["cpu_us"] - raw_cpu,
+                )
+                wall_text = f"{es / ot:.2f}" if ot > 0 else "n/a"
+                per_round.append(wall_text + (f"; {es_cpu / ot_cpu:.2f}" if ot_cpu > 0 else "; n/a"))
+            print(f"  {mine} per round (wall; CPU): {', '.join(per_round)}")
+        best = {}
+        for config in configs:
+            rate = max(r[phase]["msg_per_s"] for r in results if r["config"] == config)
+            cpu_best = min(r[phase]["cpu_us"] for r in results if r["config"] == config)
+            best[config] = (1e6 / rate, cpu_best, rate)
+        for mine in ("eventscope", BASELINE):
+            if mine in best:
+                wall = (best[mine][0] - best["raw"][0]) / (best["otel"][0] - best["raw"][0])
+                cpu_ratio = (best[mine][1] - best["raw"][1]) / (best["otel"][1] - best["raw"][1])
+                print(
+                    f"  best round of each: {mine} overhead / OTel's {wall:.2f} (CPU {cpu_ratio:.2f}),"
+                    f" throughput {best[mine][2] / best['raw'][2]:.2f} x raw"
+                )
         if phase == "publish":
-            x_raw = median("eventscope", phase, "msg_per_s") / raw
-            print(f"eventscope publish throughput / raw: {x_raw:.2f} (required >= 0.5)")
+            for mine in ("eventscope", BASELINE):
+                if mine in overhead:
+                    x_raw = median(mine, phase, "msg_per_s") / raw
+                    print(f"{mine} publish throughput / raw: {x_raw:.2f} (required >= 0.5)")
 
 
 def main() -> int:
@@ -234,7 +272,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--diagnostics", action="store_true", help="add the no-export diagnostic rows")
-    parser.add_argument("--one", choices=CONFIGS + DIAGNOSTICS, help="run one configuration, print JSON")
+    parser.add_argument(
+        "--one", choices=CONFIGS + (BASELINE,) + DIAGNOSTICS, help="run one configuration, print JSON"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a directory holding another eventscope tree (eventscope/tracer, eventscope/adapters): "
+        f"adds the row {BASELINE}, measured in the same rounds",
+    )
     parser.add_argument("--endpoint")
     args = parser.parse_args()
     if args.one:
@@ -246,8 +292,11 @@ def main() -> int:
     line = sink.stdout.readline() if sink.stdout else ""
     try:
         endpoint = line.split()[1]
+        load = " ".join(f"{value:.2f}" for value in os.getloadavg())
         print(f"aio-pika throughput, {args.messages} messages x {args.rounds} rounds (sink {endpoint})")
+        print(f"load average at start: {load}", flush=True)
         _report(_run_rounds(args, endpoint))
+        print(f"\nload average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     finally:
         sink.terminate()
         sink.wait(timeout=10)

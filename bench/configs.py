@@ -35,6 +35,7 @@ class Config:
     instrumentation: str = "none"  # eventscope | otel-channel | otel-global
     exported: bool = True  # False: a no-op exporter, to split tracing's cost (diagnostic)
     note: str = ""
+    baseline: bool = False  # run against the eventscope tree given to run.py --baseline
 
     def prepare(self, endpoint: str | None) -> Any:
         """Set the process up for this configuration; return the provider (``None`` for raw)."""
@@ -106,6 +107,15 @@ CONFIGS = (
         instrumentation="otel-global",
         note="patches BlockingConnection.channel and Connection.channel: the blocking channel and the "
         "impl channel under it are both instrumented, so each publish yields two spans (a delivery, one)",
+    ),
+    Config(
+        "eventscope-base",
+        "eventscope, baseline tree",
+        traced=True,
+        instrumentation="eventscope",
+        baseline=True,
+        note="the same as eventscope instrument_channel, importing eventscope from the tree given to "
+        "run.py --baseline (e.g. main's code): the change and its baseline measured side by side",
     ),
     Config(
         "eventscope-noexport",

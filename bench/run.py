@@ -119,11 +119,30 @@ def _delete_queue(queue: str) -> None:
         print(f"    (cleanup of {queue} failed: {exc})", flush=True)
 
 
-def _run_json(command: list[str]) -> tuple[dict[str, Any] | None, str]:
+def baseline_env(baseline: Path | None) -> dict[str, str] | None:
+    """The environment of a process that imports eventscope from ``baseline`` (``None``: this tree).
+
+    ``baseline`` holds an ``eventscope/`` directory with ``tracer/`` and ``adapters/`` in it,
+    e.g. ``git archive main tracer adapters | tar -x -C DIR/eventscope``; ``PYTHONPATH``
+    puts it before the editable install of this tree.
+    """
+    if baseline is None:
+        return None
+    if not (baseline / "eventscope" / "tracer" / "__init__.py").is_file():
+        sys.exit(f"--baseline {baseline}: no eventscope/tracer/__init__.py in it")
+    return {**os.environ, "PYTHONPATH": str(baseline.resolve())}
+
+
+def _run_json(command: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, str]:
     """Run a benchmark process; its last stdout line is JSON. Returns (result, stderr)."""
     try:
         done = subprocess.run(
-            [sys.executable, *command], capture_output=True, text=True, timeout=_WORKER_TIMEOUT_S, cwd=_HERE
+            [sys.executable, *command],
+            capture_output=True,
+            text=True,
+            timeout=_WORKER_TIMEOUT_S,
+            cwd=_HERE,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         return None, f"timed out after {exc.timeout} s"
@@ -139,7 +158,11 @@ def _warn(stderr: str) -> None:
 
 
 def _throughput_rounds(args: argparse.Namespace, endpoint: str) -> list[dict[str, Any]]:
-    names = [config.name for config in configs.CONFIGS]
+    names = [
+        config.name
+        for config in configs.CONFIGS
+        if (args.baseline is not None or not config.baseline) and (not args.only or config.name in args.only)
+    ]
     runs = []
     for round_index in range(args.rounds):
         shift = round_index % len(names)
@@ -155,13 +178,15 @@ def _throughput_rounds(args: argparse.Namespace, endpoint: str) -> list[dict[str
                 f"--endpoint={endpoint}",
             ]
             started = time.monotonic()
-            result, stderr = _run_json(command)
+            env = baseline_env(args.baseline) if configs.get(name).baseline else None
+            result, stderr = _run_json(command, env)
             _delete_queue(queue)
             prefix = f"  [round {round_index + 1}/{args.rounds}, {position}/{len(order)}] {name:<21}"
             if result is None:
                 print(f"{prefix} FAILED", flush=True)
                 _warn(stderr)
                 continue
+            result["round"] = round_index
             runs.append(result)
             parts = []
             for phase in ("publish", "consume"):
@@ -183,13 +208,24 @@ def main() -> int:
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-costs")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile of the publish path")
     parser.add_argument("--json", type=Path, help="also write every raw figure to this file")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a directory holding another eventscope tree (eventscope/tracer, eventscope/adapters): "
+        "adds the row 'eventscope, baseline tree', measured in the same rounds",
+    )
+    parser.add_argument(
+        "--only", type=lambda text: text.split(","), help="comma-separated configurations (default: all)"
+    )
     args = parser.parse_args()
 
     _check_broker()
     print(_header(args), "\n", flush=True)
     started = time.monotonic()
     sink, endpoint = _start_sink()
-    output: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}}
+    output: dict[str, Any] = {
+        "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    }
     try:
         print(f"throughput (sink {endpoint}):", flush=True)
         output["runs"] = runs = _throughput_rounds(args, endpoint)
@@ -210,6 +246,7 @@ def main() -> int:
     summary = report.summarize(runs)
     print()
     print(report.format_throughput(summary, args.messages))
+    print(report.format_per_round(runs))
     print()
     if output.get("micro"):
         print(report.format_micro(output["micro"]), "\n")

@@ -208,6 +208,29 @@ async def test_breaking_out_of_an_iterator_without_settle_ends_its_span(connecti
     assert A.SETTLE_OUTCOME not in process.attributes  # unsettled: the collector calls it unacked
 
 
+async def test_an_iterator_left_by_break_without_async_with_ends_its_span_at_the_break(
+    connection, queues, spans
+):
+    name, other = await queues(), await queues()
+    channel = instrument_channel(await connection.channel())
+    for body in (b"one", b"two"):
+        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=name)
+    queue = await channel.get_queue(name)
+    iterator = queue.iterator()  # held by the application: it is not collected after the loop
+    async for _message in iterator:
+        inside = trace.get_current_span().get_span_context().span_id
+        break
+    # the span ended at the break and its context is no longer current in this task
+    assert not trace.get_current_span().get_span_context().is_valid
+    (process,) = spans.named("process")
+    assert process.span_id == f"{inside:016x}" and process.end_ns >= process.start_ns
+    await channel.default_exchange.publish(aio_pika.Message(b"after"), routing_key=other)
+    (after,) = spans.named("publish", 3)[2:]
+    assert after.parent_span_id != process.span_id and A.CAUSATION_ID not in after.attributes
+    await iterator.close()
+    assert len(spans.named("process")) == 1  # closing later adds nothing
+
+
 async def test_process_context_records_the_exception_and_the_reject_it_chose(connection, queues, spans):
     name = await queues()
     channel = instrument_channel(await connection.channel())

@@ -150,3 +150,63 @@ def test_not_eligible_when_span_limits_would_truncate(monkeypatch):
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "4")
     _provider, _exporter, setup = _owned()
     assert not LeanTracer.eligible(setup)
+
+
+def test_ended_spans_go_onto_the_batch_queue_and_fall_back_to_on_end_when_it_cannot_take_them(monkeypatch):
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from eventscope.tracer.sdk import compat
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "lean"}))
+    exporter = InMemorySpanExporter()
+    processor = BatchSpanProcessor(
+        exporter, max_queue_size=4, max_export_batch_size=2, schedule_delay_millis=60_000
+    )
+    provider.add_span_processor(processor)
+    setup = Telemetry(provider, "http://127.0.0.1:1/v1/traces", owned=True, processor=processor)
+    lean = LeanTracer(setup, "scope", "1.0", "")
+    assert lean._batch is processor._batch_processor
+    calls = []
+    on_end = processor.on_end
+    monkeypatch.setattr(processor, "on_end", lambda span: (calls.append(span.name), on_end(span)))
+
+    for index in range(3):
+        lean.start_span(f"queued {index}").end()
+    assert calls == []  # straight onto the queue; a full batch (2) wakes the export thread
+    assert processor.force_flush(5_000)
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["queued 0", "queued 1", "queued 2"]
+
+    monkeypatch.setattr(compat, "PID", [-1])  # as in a forked child before the SDK re-initialised
+    lean.start_span("after fork").end()
+    monkeypatch.undo()
+    monkeypatch.setattr(processor, "on_end", lambda span: (calls.append(span.name), on_end(span)))
+    processor.shutdown()
+    lean.start_span("after shutdown").end()  # the SDK drops it (and says so); nothing raises
+    assert calls == ["after fork", "after shutdown"]
+    assert "after shutdown" not in [s.name for s in exporter.get_finished_spans()]
+
+
+def test_a_processor_without_the_known_batch_queue_gets_on_end():
+    _provider, exporter, setup = _owned()  # a SimpleSpanProcessor
+    lean = LeanTracer(setup, "scope", "1.0", "")
+    assert lean._batch is None
+    lean.start_span("simple").end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["simple"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_span_contexts_built_directly_equal_the_public_constructor(monkeypatch, fast):
+    from opentelemetry.trace import TraceState
+
+    from eventscope.tracer.sdk import compat
+
+    assert compat._FAST_SPAN_CONTEXT  # this SDK's SpanContext is the tuple compat expects
+    monkeypatch.setattr(compat, "_FAST_SPAN_CONTEXT", fast)
+    for state in (None, TraceState([("vendor", "x")])):
+        for remote in (True, False):
+            ours = compat.span_context(2**128 - 1, 1, remote, TraceFlags(1), state)
+            public = SpanContext(
+                2**128 - 1, 1, is_remote=remote, trace_flags=TraceFlags(1), trace_state=state
+            )
+            assert type(ours) is SpanContext and ours == public
+            assert (ours.is_valid, ours.is_remote, ours.trace_state) == (True, remote, public.trace_state)

@@ -21,7 +21,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from eventscope.tracer.sdk.lean import LeanTracer
+from eventscope.tracer.sdk.lean import LeanTracer, share_prefix
 from eventscope.tracer.sdk.otlp_encoder import encode_request
 from eventscope.tracer.sdk.provider import Telemetry
 
@@ -94,6 +94,22 @@ def _spans():
     for index in range(10):
         span = lean.start_span(f"lean {index}", kind=SpanKind.PRODUCER, attributes={"a": index, "b": "same"})
         span.end()
+    # adapter-style spans: a shared attribute prefix, a remote or local parent, some overwritten or failed
+    prefix = {"messaging.system": "rabbitmq", "server.port": 5672, "flag": True}
+    for index in range(12):
+        parent = [None, remote, local][index % 3]
+        ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+        attributes = {**prefix, "messaging.message.id": f"id-{index}", "k": rng.choice(_VALUES)}
+        span = lean.start_span("publish shop", context=ctx, kind=SpanKind.PRODUCER, attributes=attributes)
+        share_prefix(span, prefix)
+        if index % 4 == 1:
+            span.set_attribute("server.port", 5673)  # an overwrite of a shared pair
+        if index % 4 == 2:
+            span.set_attribute("late", "added")
+        if index % 4 == 3:
+            span.record_exception(ValueError("boom"))
+            span.set_status(StatusCode.ERROR, "failed")
+        span.end()
     return exporter.get_finished_spans()
 
 
@@ -119,3 +135,12 @@ def test_each_span_alone_equals_the_sdk_encoding():
 
 def test_empty_batch():
     assert encode_request([]) == b""
+
+
+def test_a_shared_prefix_is_encoded_once_and_overwrites_are_honoured():
+    spans = [span for span in _spans() if span.name == "publish shop"]
+    assert len(spans) == 12
+    for span in spans:
+        assert _parse(encode_request([span])) == encode_spans([span])
+    overwritten = [span for span in spans if span.attributes["server.port"] == 5673]
+    assert overwritten and all(span._prefix is None for span in overwritten)

@@ -15,6 +15,7 @@ from eventscope.tracer.sdk.propagation import (
     current_handling,
     decode_header,
     extract,
+    handling_context,
     inject,
     new_event_id,
     with_handling,
@@ -63,6 +64,21 @@ def test_inject_matches_the_w3c_propagator_and_keeps_existing_keys():
     assert supplied == {"traceparent": _TRACEPARENT}
 
 
+def test_inject_carries_baggage_of_the_parent_context_and_only_then():
+    from opentelemetry import baggage
+
+    span = TracerProvider().get_tracer("t").start_span("s")
+    with_baggage = baggage.set_baggage("tenant", "acme", Context())
+    emptied = baggage.remove_baggage("tenant", with_baggage)
+    for parent, expected in ((with_baggage, "tenant=acme"), (emptied, None), (Context(), None), (None, None)):
+        ours: dict = {}
+        inject(ours, span, parent)
+        theirs: dict = {}
+        propagate.inject(theirs, context=trace.set_span_in_context(span, parent))
+        assert ours.get("baggage") == theirs.get("baggage") == expected
+        assert ours["traceparent"] == theirs["traceparent"]
+
+
 def test_new_event_id_is_a_time_ordered_uuid7():
     before = int(time.time() * 1000)
     first = new_event_id()
@@ -80,6 +96,20 @@ def test_handling_context_carries_event_and_flow_ids():
     handling = current_handling(ctx)
     assert (handling.event_id, handling.correlation_id) == ("evt-1", "evt-1")
     assert current_handling(with_handling(ctx, "evt-2", "flow")).correlation_id == "flow"
+
+
+def test_the_one_step_handler_context_equals_the_two_step_one():
+    from opentelemetry import baggage
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    span = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1)))
+    parent = baggage.set_baggage("tenant", "acme", extract({"traceparent": _TRACEPARENT}, Context()))
+    for correlation in (None, "flow"):
+        one = handling_context(parent, span, "evt-1", correlation)
+        two = with_handling(trace.set_span_in_context(span, parent), "evt-1", correlation)
+        assert isinstance(one, Context) and dict(one) == dict(two)
+        assert trace.get_current_span(one) is span and baggage.get_baggage("tenant", one) == "acme"
+    assert "tenant" not in dict(parent) and trace.get_current_span(parent) is not span  # not mutated
 
 
 def _otel_reading(headers):

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import compat
+from eventscope.tracer.sdk.lean import LeanSpan
 
 __all__ = ["LeanOtlpSpanExporter", "encode_request"]
 
@@ -106,14 +108,19 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 _pairs: dict[tuple[int, str, type, Any], bytes] = {}
+_keys: dict[str, bytes] = {}  # the encoded key of a pair whose value is not cached
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated ``KeyValue`` fields; scalar pairs are encoded once and reused."""
     if not attributes:
         return b""
+    return _pairs_of(number, attributes.items())
+
+
+def _pairs_of(number: int, items: Iterable[tuple[str, Any]]) -> bytes:
     parts = []
-    for key, value in attributes.items():
+    for key, value in items:
         kind = type(value)
         cacheable = key not in _UNIQUE_VALUED and (
             kind is bool or kind is int or (kind is str and len(value) <= _MAX_CACHED_VALUE_CHARS)
@@ -128,7 +135,18 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
             parts.append(encoded)
             continue
         try:
-            parts.append(_field(number, _key_value(key, value)))
+            encoded_key = _keys.get(key)
+            if encoded_key is None:
+                if len(_keys) >= _MAX_CACHED_PAIRS:
+                    _keys.clear()
+                encoded_key = _keys[key] = _text(1, key)
+            if kind is str:
+                any_value = _field(1, value.encode("utf-8"))
+            elif kind is int:
+                any_value = b"\x18" + _varint(value)
+            else:
+                any_value = _any_value(value)
+            parts.append(_field(number, encoded_key + _field(2, any_value)))
         except Exception as exc:  # the SDK encoder logs and skips such attributes too
             logger.exception("Failed to encode key %s: %s", key, exc)
     return b"".join(parts)
@@ -149,7 +167,77 @@ def _span_flags(parent: Any) -> int:
     return flags
 
 
+_prefixes: dict[int, tuple[dict[str, Any], bytes]] = {}
+_names: dict[str, bytes] = {}
+_KIND_FIELDS = {kind: b"\x30" + _varint(_KINDS[kind.value]) for kind in SpanKind}
+_FLAGS_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
+_FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_STATUS_UNSET = _field(15, b"")
+
+
+def _prefix_block(prefix: dict[str, Any]) -> bytes:
+    """The encoded pairs of a shared attribute prefix (lean.share_prefix), once per prefix dict."""
+    entry = _prefixes.get(id(prefix))
+    if entry is None or entry[0] is not prefix:
+        if len(_prefixes) >= _MAX_CACHED_PAIRS:
+            _prefixes.clear()
+        entry = _prefixes[id(prefix)] = (prefix, _pairs_of(9, prefix.items()))
+    return entry[1]
+
+
+def _lean_span(span: LeanSpan) -> bytes:
+    """A plain adapter span (no events, links, status or trace state) straight from its fields.
+
+    The same bytes :func:`_span` writes for it, without the ``ReadableSpan`` properties and
+    with the span's shared attribute prefix written as one cached block.
+    """
+    context = span._context
+    parent = span._parent
+    name = span._name
+    encoded_name = _names.get(name)
+    if encoded_name is None:
+        if len(_names) >= _MAX_CACHED_PAIRS:
+            _names.clear()
+        encoded_name = _names[name] = _text(5, name)
+    attributes = span._attributes
+    prefix = span._prefix
+    if prefix is not None:
+        encoded_attributes = _prefix_block(prefix) + _pairs_of(
+            9, islice(attributes.items(), len(prefix), None)
+        )
+    else:
+        encoded_attributes = _pairs_of(9, attributes.items())
+    body = b"".join(
+        (
+            b"\x0a\x10",
+            context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            context.span_id.to_bytes(8, "big"),
+            b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent else b"",
+            encoded_name,
+            _KIND_FIELDS[span._kind],
+            b"\x39",
+            _pack_fixed64(span._start_time or 0),
+            b"\x41",
+            _pack_fixed64(span._end_time or 0),
+            encoded_attributes,
+            _STATUS_UNSET,
+            _FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT,
+        )
+    )
+    return _field(2, body)
+
+
 def _span(span: ReadableSpan) -> bytes:
+    if (
+        type(span) is LeanSpan
+        and not span._events
+        and not span._links
+        and span._status.status_code is StatusCode.UNSET
+        and span._status.description is None
+        and not span._context.trace_state
+    ):
+        return _lean_span(span)
     context = span.context
     parts = [
         b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
