@@ -100,6 +100,50 @@ def _consumer_attrs(event_id: str, event_type: str, queue: str, outcome: str | N
     return attrs
 
 
+def message_spans(messages: int, resource: Any, scope: Any, now: int) -> list[Any]:
+    """A publish and its consumer's process span per message, as the adapters record them."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    from eventscope.tracer.sdk.propagation import new_event_id
+
+    out = []
+    for _ in range(messages):
+        trace_id = random.getrandbits(128) or 1
+        producer = SpanContext(trace_id, random.getrandbits(64) or 1, False, TraceFlags(1))
+        consumer = SpanContext(trace_id, random.getrandbits(64) or 1, False, TraceFlags(1))
+        event_id = new_event_id()
+        event_type = random.choice(_TYPES)
+        queue = f"{event_type}.billing"
+        out.append(
+            ReadableSpan(
+                name="publish shop",
+                context=producer,
+                parent=None,
+                resource=resource,
+                attributes=_producer_attrs(event_id, event_type, None),
+                kind=SpanKind.PRODUCER,
+                start_time=now,
+                end_time=now + 300_000,
+                instrumentation_scope=scope,
+            )
+        )
+        out.append(
+            ReadableSpan(
+                name=f"process {queue}",
+                context=consumer,
+                parent=producer,
+                resource=resource,
+                attributes=_consumer_attrs(event_id, event_type, queue, "ack"),
+                kind=SpanKind.CONSUMER,
+                start_time=now + 2_000_000,
+                end_time=now + 3_000_000,
+                instrumentation_scope=scope,
+            )
+        )
+    return out
+
+
 class Dataset:
     """Synthetic Normalised batches shaped like what the normaliser makes of the adapter's spans."""
 
@@ -451,9 +495,6 @@ def _sender(
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExportResult
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-
-    from eventscope.tracer.sdk.propagation import new_event_id
 
     resource = Resource.create({"service.name": f"bench-{index}"})
     scope = InstrumentationScope("eventscope.tracer", "0")
@@ -463,42 +504,7 @@ def _sender(
     exporter = kind(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=60)
 
     def spans() -> list[ReadableSpan]:
-        out = []
-        now = time.time_ns()
-        for _ in range(batch // 2):
-            trace_id = random.getrandbits(128) or 1
-            producer = SpanContext(trace_id, random.getrandbits(64) or 1, False, TraceFlags(1))
-            consumer = SpanContext(trace_id, random.getrandbits(64) or 1, False, TraceFlags(1))
-            event_id = new_event_id()
-            event_type = random.choice(_TYPES)
-            queue = f"{event_type}.billing"
-            out.append(
-                ReadableSpan(
-                    name="publish shop",
-                    context=producer,
-                    parent=None,
-                    resource=resource,
-                    attributes=_producer_attrs(event_id, event_type, None),
-                    kind=SpanKind.PRODUCER,
-                    start_time=now,
-                    end_time=now + 300_000,
-                    instrumentation_scope=scope,
-                )
-            )
-            out.append(
-                ReadableSpan(
-                    name=f"process {queue}",
-                    context=consumer,
-                    parent=producer,
-                    resource=resource,
-                    attributes=_consumer_attrs(event_id, event_type, queue, "ack"),
-                    kind=SpanKind.CONSUMER,
-                    start_time=now + 2_000_000,
-                    end_time=now + 3_000_000,
-                    instrumentation_scope=scope,
-                )
-            )
-        return out
+        return message_spans(batch // 2, resource, scope, time.time_ns())
 
     prepared = [spans() for _ in range(pool)]
     sent = failed = 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import random
 import socket
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector import _TYPES, _consumer_attrs, _producer_attrs
+from collector import message_spans
 
 _WARMUP_REQUESTS = 30
 
@@ -43,54 +42,17 @@ _WARMUP_REQUESTS = 30
 def build_requests(count: int, spans_per_request: int) -> list[bytes]:
     """``count`` ExportTraceServiceRequest bodies of publish + process pairs, every id fresh."""
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
     from eventscope.tracer.sdk.otlp_encoder import encode_request
-    from eventscope.tracer.sdk.propagation import new_event_id
 
     resources = [Resource.create({"service.name": f"bench-{i}"}) for i in range(3)]
     scope = InstrumentationScope("eventscope.tracer", "0")
-    out = []
-    for n in range(count):
-        resource = resources[n % len(resources)]
-        now = time.time_ns()
-        spans = []
-        for _ in range(spans_per_request // 2):
-            trace_id = random.getrandbits(128) or 1
-            producer = SpanContext(trace_id, random.getrandbits(64) or 1, False, TraceFlags(1))
-            consumer = SpanContext(trace_id, random.getrandbits(64) or 1, False, TraceFlags(1))
-            event_id = new_event_id()
-            event_type = random.choice(_TYPES)
-            queue = f"{event_type}.billing"
-            spans.append(
-                ReadableSpan(
-                    name="publish shop",
-                    context=producer,
-                    resource=resource,
-                    attributes=_producer_attrs(event_id, event_type, None),
-                    kind=SpanKind.PRODUCER,
-                    start_time=now,
-                    end_time=now + 300_000,
-                    instrumentation_scope=scope,
-                )
-            )
-            spans.append(
-                ReadableSpan(
-                    name=f"process {queue}",
-                    context=consumer,
-                    parent=producer,
-                    resource=resource,
-                    attributes=_consumer_attrs(event_id, event_type, queue, "ack"),
-                    kind=SpanKind.CONSUMER,
-                    start_time=now + 2_000_000,
-                    end_time=now + 3_000_000,
-                    instrumentation_scope=scope,
-                )
-            )
-        out.append(encode_request(spans))
-    return out
+    pairs = spans_per_request // 2
+    return [
+        encode_request(message_spans(pairs, resources[n % len(resources)], scope, time.time_ns()))
+        for n in range(count)
+    ]
 
 
 def _free_port() -> int:
