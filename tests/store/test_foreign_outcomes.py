@@ -142,3 +142,43 @@ def test_default_exchange_to_a_missing_queue_is_unroutable_once_the_poller_knows
     assert orphans(store) == {("M", None, "unroutable")}
     store.append([poll({"name": "nope"})])  # declared later: it did not exist when published
     assert orphans(store) == {("M", None, "unroutable")}
+
+
+def test_a_requeued_attempt_is_not_the_latest_beside_its_redelivery_received_in_the_same_instant(
+    store: Store,
+) -> None:
+    """Node's instrumentation stamps milliseconds: a requeued attempt and its redelivery can
+    carry the same receive time, and their settle times (sub-millisecond) may come in either
+    order. Whatever the span ids and the settle order, the requeue is not the final fate (a
+    random tie-break reported a requeued-then-acked message as unconsumed, now and then)."""
+    low, high = "0" * 15 + "1", "f" * 16
+    cases = [(ids, ends) for ids in ((high, low), (low, high)) for ends in ((11, 12), (12, 11))]
+    for n, ((requeue_id, ack_id), (requeue_end, ack_end)) in enumerate(cases):
+        event_id = f"tie-{n}"
+        trace_id = new_trace()
+        producer = publish(trace_id=trace_id, event_id=event_id)
+        parent = sid(producer)
+        first = process(
+            trace_id=trace_id,
+            parent=parent,
+            event_id=event_id,
+            queue="work",
+            outcome="requeue",
+            span_id=requeue_id,
+            start_ms=10,
+            end_ms=requeue_end,
+        )
+        again = process(
+            trace_id=trace_id,
+            parent=parent,
+            event_id=event_id,
+            queue="work",
+            outcome="ack",
+            span_id=ack_id,
+            start_ms=10,
+            end_ms=ack_end,
+            redelivered=True,
+        )
+        store.append([normalise(request(producer, first, again))])
+    assert orphans(store) == set()
+    assert _assert_same(store) == 0

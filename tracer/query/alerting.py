@@ -54,7 +54,8 @@ WITH
         SELECT event_id, queue, outcome
         FROM dels
         QUALIFY row_number() OVER (
-            PARTITION BY event_id, queue ORDER BY received_at DESC, span_id DESC NULLS LAST
+            PARTITION BY event_id, queue ORDER BY received_at DESC, coalesce(outcome = 'requeue', false),
+                settled_at DESC NULLS LAST, span_id DESC NULLS LAST
         ) = 1
     ),
     ttls AS (

@@ -20,13 +20,19 @@
 WITH
     ev AS (SELECT * FROM events WHERE {scope}),
     dels AS (SELECT * FROM deliveries WHERE {scope}),
+    -- the latest attempt per queue. Attempts received in the same instant (Node's amqplib
+    -- instrumentation stamps milliseconds, and its sub-millisecond settle times do not keep
+    -- order either): a requeued attempt is never the last one beside another (its redelivery
+    -- is that other), then the later settle, then a settled attempt over one not settled yet
     latest AS (
         SELECT d.event_id, d.queue, d.outcome, d.received_at, d.settled_at, d.trace_id IS NOT NULL AS traced,
                d.record_id IS NOT NULL AS seen_by_broker
         FROM dels d
         WHERE d.event_id IS NOT NULL
         QUALIFY row_number() OVER (
-            PARTITION BY d.event_id, d.queue ORDER BY d.received_at DESC, d.span_id DESC NULLS LAST
+            PARTITION BY d.event_id, d.queue
+            ORDER BY d.received_at DESC, coalesce(d.outcome = 'requeue', false), d.settled_at DESC NULLS LAST,
+                     d.span_id DESC NULLS LAST
         ) = 1
     ),
     deaths AS (

@@ -259,7 +259,7 @@ WITH
     latest AS (
         SELECT event_id, queue, outcome, received_at, settled_at, trace_id IS NOT NULL AS traced
         FROM dels
-        ORDER BY received_at DESC, span_id DESC NULLS LAST
+        ORDER BY received_at DESC, coalesce(outcome = 'requeue', false), settled_at DESC NULLS LAST, span_id DESC NULLS LAST
         LIMIT 1 BY event_id, queue
     ),
     deaths AS (
