@@ -100,6 +100,17 @@ def _consumer_attrs(event_id: str, event_type: str, queue: str, outcome: str | N
     return attrs
 
 
+def wait_healthy(port: int, attempts: int = 300) -> None:
+    """Wait until the collector on ``port`` answers ``/healthz`` (0.1 s between attempts)."""
+    for _ in range(attempts):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("collector did not start")
+
+
 def message_spans(messages: int, resource: Any, scope: Any, now: int) -> list[Any]:
     """A publish and its consumer's process span per message, as the adapters record them."""
     from opentelemetry.sdk.trace import ReadableSpan
@@ -540,14 +551,7 @@ def end_to_end(senders: int, seconds: float, batch: int, exporter: str = "sdk") 
             text=True,
         )
         try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            else:
-                raise RuntimeError("collector did not start")
+            wait_healthy(port)
             ctx = mp.get_context("spawn")
             results = ctx.Queue()
             procs = [

@@ -28,13 +28,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector import message_spans
+from collector import message_spans, wait_healthy
 
 _WARMUP_REQUESTS = 30
 
@@ -147,14 +146,7 @@ def one_round(
         ]
         collector = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            else:
-                raise RuntimeError("collector did not start")
+            wait_healthy(port)
             _send(port, requests[:_WARMUP_REQUESTS], senders)
             measured = requests[_WARMUP_REQUESTS:]
             c0, t0 = tree_cpu_s(collector.pid), time.monotonic()
