@@ -260,6 +260,19 @@ def test_replayed_spans_are_found_whatever_else_their_batch_holds(store: Store) 
     assert rows(store, "SELECT event_id FROM events ORDER BY event_id") == [("A",), ("B",), ("C",)]
 
 
+def test_a_span_id_stored_in_another_trace_is_not_a_replay(store: Store) -> None:
+    """The replay lookup asks the stored spans by span id: a span with the id of a stored span
+    of another trace, in the same instant, is new (found pairs are matched by both ids).
+    """
+    shared = new_span_id()
+    first = publish(trace_id=new_trace(), event_id="A", span_id=shared)
+    second = publish(trace_id=new_trace(), event_id="B", span_id=shared)
+    store.append([normalise(request(first))])
+    store.append([normalise(request(second, first))])
+    assert rows(store, "SELECT count(*), count(DISTINCT trace_id) FROM spans") == [(2, 2)]
+    assert rows(store, "SELECT event_id FROM events ORDER BY event_id") == [("A",), ("B",)]
+
+
 @pytest.mark.parametrize(("table", "version"), [("spans", 7), ("events", 8)])
 def test_a_table_rebuilt_without_its_primary_key_keeps_its_rows(
     tmp_path: Path, table: str, version: int
