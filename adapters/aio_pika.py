@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 _LIBRARY = "eventscope.adapters.aio_pika"
 _VERSION = "0.1.0"
+_OUTCOMES = {"ack": A.OUTCOME_ACK, "nack": A.OUTCOME_NACK}  # the rest: reject
 
 # Traced aio-pika channels and their tracing; unsettled deliveries per aiormq channel
 # (delivery tags are per AMQP channel, and a robust channel gets a new one on reconnect).
@@ -451,10 +452,7 @@ def _make_close(original: Callable[..., Any]) -> Callable[..., Any]:
 def _settled(message: Any, multiple: bool, operation: str, requeue: bool | None) -> None:
     if not _settlements:
         return
-    if requeue:
-        outcome = A.OUTCOME_REQUEUE
-    else:
-        outcome = {"ack": A.OUTCOME_ACK, "nack": A.OUTCOME_NACK}.get(operation, A.OUTCOME_REJECT)
+    outcome = A.OUTCOME_REQUEUE if requeue else _OUTCOMES.get(operation, A.OUTCOME_REJECT)
     try:
         pending = _settlements_for(message, create=False)
         if pending is not None:

@@ -74,17 +74,14 @@ def new_event_id() -> str:
     The random bits come from ``random`` (reseeded after fork), as OpenTelemetry's span
     ids do: event IDs must be unique, not unguessable.
     """
-    ms = time.time_ns() // 1_000_000
+    ms = time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF
     rand = random.getrandbits(80)  # like OTel's span ids: unique, not secret, no syscall
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | (rand >> 68 & 0xFFF) << 64
-        | 0b10 << 62
-        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    # the five groups formatted at once: 48-bit time, version 7 + 12 random bits,
+    # variant 0b10 + 14 random bits, 48 random bits (the same text as slicing 32 hex digits)
+    return (
+        f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-{0x7000 | rand >> 68 & 0xFFF:04x}"
+        f"-{0x8000 | rand >> 48 & 0x3FFF:04x}-{rand & 0xFFFF_FFFF_FFFF:012x}"
     )
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 # OpenTelemetry messaging semantic conventions (current names).

@@ -229,11 +229,12 @@ def _lean_span(span: LeanSpan) -> bytes:
         )
         tail = _TAIL_REMOTE_PARENT if parent.is_remote else _TAIL_LOCAL_PARENT
     else:
-        ids = b"\x0a\x10%b\x12\x08%b" % (context.trace_id.to_bytes(16, "big"), context.span_id.to_bytes(8, "big"))
+        ids = b"\x0a\x10%b\x12\x08%b" % (
+            context.trace_id.to_bytes(16, "big"),
+            context.span_id.to_bytes(8, "big"),
+        )
         tail = _TAIL_LOCAL_PARENT
-    body = b"".join(
-        (ids, named, _TIMES(0x39, span._start_time or 0, 0x41, span._end_time or 0), block, tail)
-    )
+    body = b"".join((ids, named, _TIMES(0x39, span._start_time or 0, 0x41, span._end_time or 0), block, tail))
     size = len(body)
     return b"\x12" + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + body
 
