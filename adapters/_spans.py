@@ -433,7 +433,6 @@ class AmqpTracing:
 
     def start_delivery(
         self,
-        *,
         operation: str,
         queue: str,
         exchange: str,

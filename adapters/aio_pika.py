@@ -213,20 +213,25 @@ def _make_publish(following: Callable[..., Any], pristine: Callable[..., Any]) -
 
 # -- consume ------------------------------------------------------------------------------
 def _start(
-    tracing: AmqpTracing, operation: str, queue: str, message: Any, auto_ack: bool, **extra: Any
+    tracing: AmqpTracing,
+    operation: str,
+    queue: str,
+    message: Any,
+    auto_ack: bool,
+    start_time: int | None = None,
 ) -> Delivery | None:
     try:
-        delivery = tracing.start_delivery(
-            operation=operation,
-            queue=queue,
-            exchange=message.exchange or "",
-            routing_key=message.routing_key or "",
-            delivery_tag=message.delivery_tag,
-            redelivered=message.redelivered,
-            properties=message,
-            body=message.body,
-            auto_ack=auto_ack,
-            **extra,
+        delivery = tracing.start_delivery(  # positional: cheaper than keywords on every delivery
+            operation,
+            queue,
+            message.exchange or "",
+            message.routing_key or "",
+            message.delivery_tag,
+            message.redelivered,
+            message,
+            message.body,
+            auto_ack,
+            start_time,
         )
         if not auto_ack:
             pending = _settlements_for(message, create=True)

@@ -285,22 +285,23 @@ class _ChannelProxy:
         properties: Any,
         body: Any,
         auto_ack: bool,
-        **extra: Any,
+        start_time: int | None = None,
     ) -> Delivery | None:
         if suppressed():
             return None
         try:
+            # positional: a keyword call with a ``**`` merge costs more than the call's body here
             delivery = self._es_tracing.start_delivery(
-                operation=operation,
-                queue=queue,
-                exchange=getattr(method, "exchange", "") or "",
-                routing_key=getattr(method, "routing_key", "") or "",
-                delivery_tag=getattr(method, "delivery_tag", None),
-                redelivered=getattr(method, "redelivered", False),
-                properties=properties,
-                body=body,
-                auto_ack=auto_ack,
-                **extra,
+                operation,
+                queue,
+                getattr(method, "exchange", "") or "",
+                getattr(method, "routing_key", "") or "",
+                getattr(method, "delivery_tag", None),
+                getattr(method, "redelivered", False),
+                properties,
+                body,
+                auto_ack,
+                start_time,
             )
             if not auto_ack:
                 self._es_pending.track(delivery)
