@@ -64,6 +64,10 @@ def _varint(value: int) -> bytes:
         return _ONE_BYTE[value]
     if value < 0:
         value += 1 << 64
+    if value < 0x4000:  # delivery tags, sizes: two or three bytes, without the loop
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x20_0000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -148,7 +152,7 @@ def _pairs_of(number: int, items: Iterable[tuple[str, Any]]) -> bytes:
                 size = len(raw)
                 any_value = b"\x0a" + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + raw
             elif kind is int:
-                any_value = b"\x18" + _varint(value)
+                any_value = b"\x18" + (_ONE_BYTE[value] if 0 <= value < 0x80 else _varint(value))
             else:
                 any_value = _any_value(value)
             size = len(any_value)
