@@ -268,22 +268,43 @@ def _new_tracing(channel: Any, service: str | None, link_mode: str) -> AmqpTraci
     )
 
 
+# The last channel looked up in each registry and what it holds: a weak reference, so a closed
+# channel is still forgotten; calling it costs less than the weak dictionary's look-up, which
+# makes a new weak reference every time. Only found entries are kept (a channel may be
+# registered later; an entry never changes once made).
+_last_tracing: tuple[Any, AmqpTracing | None] = (None, None)
+_last_settlements: tuple[Any, Settlements | None] = (None, None)
+
+
 def _tracing_for(channel: Any) -> AmqpTracing | None:
+    global _last_tracing
     if not _channels or suppressed():
         return None
+    reference, tracing = _last_tracing
+    if reference is not None and reference() is channel and channel is not None:
+        return tracing
     try:
-        return _channels.get(channel)
+        tracing = _channels.get(channel)
+        if tracing is not None:
+            _last_tracing = (weakref.ref(channel), tracing)
+        return tracing
     except TypeError:  # an unhashable stand-in channel
         return None
 
 
 def _settlements_for(message: Any, create: bool) -> Settlements | None:
+    global _last_settlements
     underlay = getattr(message, "_IncomingMessage__channel", None)
     if underlay is None:
         return None
+    reference, pending = _last_settlements
+    if reference is not None and reference() is underlay:
+        return pending
     pending = _settlements.get(underlay)
     if pending is None and create:
         pending = _settlements[underlay] = Settlements()
+    if pending is not None:
+        _last_settlements = (weakref.ref(underlay), pending)
     return pending
 
 
