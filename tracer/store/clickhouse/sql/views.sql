@@ -112,8 +112,9 @@ ORDER BY published_at, event_id, queue;
 -- view where DuckDB has a table macro chain(id). It reads the root's flow (flows.py: an
 -- event's flow holds every event connected to it) by key and walks it breadth-first in
 -- memory, one level per arrayFold step: a ClickHouse recursive CTE plans each step again.
--- The walk's state: (events found, their depths, their causes, the last level's events); it
--- takes at most as many steps as the flow has causes.
+-- The walk's state: (events found, their depths, their causes, the last level's events); an
+-- event reached from two causes of one level is found twice there (the GROUP BY keeps one);
+-- it takes at most as many steps as the flow has causes.
 CREATE OR REPLACE VIEW chain AS
 WITH
     (SELECT groupArray((cause_event_id, effect_event_id)) FROM (
@@ -123,22 +124,19 @@ WITH
     )) AS edges,
     arrayFold(
         (walk, step) -> if(empty(walk.4), walk, arrayMap(
-            found -> arrayMap(
-                level -> (
-                    arrayConcat(walk.1, arrayMap(e -> e.2, level)),
-                    arrayConcat(walk.2, arrayMap(e -> toUInt16(step + 1), level)),
-                    arrayConcat(walk.3, arrayMap(e -> CAST(e.1 AS Nullable(String)), level)),
-                    arrayMap(e -> e.2, level)
-                ),
-                -- one edge per newly found event: the smallest cause (found is sorted so)
-                [arrayFilter((e, i) -> i = 1 OR e.2 != found[i - 1].2, found, arrayEnumerate(found))]
-            )[1],
-            [arraySort(e -> (e.2, e.1), arrayFilter(e -> has(walk.4, e.1) AND NOT has(walk.1, e.2), edges))]
+            found -> (
+                arrayConcat(walk.1, arrayMap(e -> e.2, found)),
+                arrayConcat(walk.2, arrayMap(e -> toUInt16(step + 1), found)),
+                arrayConcat(walk.3, arrayMap(e -> CAST(e.1 AS Nullable(String)), found)),
+                arrayMap(e -> e.2, found)
+            ),
+            [arrayFilter(e -> has(walk.4, e.1) AND NOT has(walk.1, e.2), edges)]
         )[1]),
         range(least(256, length(arrayDistinct(arrayMap(e -> e.1, edges))))),
         ([{event_id:String}], [toUInt16(0)], [CAST(NULL AS Nullable(String))], [{event_id:String}])
     ) AS walked
-SELECT event_id, toUInt32(depth) AS depth, cause_event_id
+SELECT event_id, toUInt32(min(d)) AS depth, argMin(c, (d, c)) AS cause_event_id
 FROM (SELECT arrayJoin(arrayZip(walked.1, walked.2, walked.3)) AS found)
-ARRAY JOIN [found.1] AS event_id, [found.2] AS depth, [found.3] AS cause_event_id
+ARRAY JOIN [found.1] AS event_id, [found.2] AS d, [found.3] AS c
+GROUP BY event_id
 ORDER BY depth, event_id;
