@@ -53,7 +53,7 @@ from pika.connection import Connection
 from pika.spec import BasicProperties
 
 from eventscope.tracer import contract as A
-from eventscope.tracer.sdk import failures
+from eventscope.tracer.sdk import compat, failures
 from eventscope.tracer.version import __version__
 
 from ._spans import AmqpTracing, Delivery, Publish, Settlements, suppressed
@@ -287,7 +287,8 @@ class _ChannelProxy:
         auto_ack: bool,
         start_time: int | None = None,
     ) -> Delivery | None:
-        if suppressed():
+        current = compat.get_current()
+        if suppressed(current):
             return None
         try:
             # positional: a keyword call with a ``**`` merge costs more than the call's body here
@@ -302,6 +303,7 @@ class _ChannelProxy:
                 body,
                 auto_ack,
                 start_time,
+                current,
             )
             if not auto_ack:
                 self._es_pending.track(delivery)
@@ -319,7 +321,7 @@ class _ChannelProxy:
             delivery = self._start_delivery(operation, queue, method, properties, body, auto_ack)
             if delivery is None:
                 return callback(self, method, properties, body)
-            token = context.attach(delivery.context)
+            token = compat.attach(delivery.context)
             try:
                 return callback(self, method, properties, body)
             except BaseException as exc:
@@ -329,7 +331,7 @@ class _ChannelProxy:
                     failures.record("consume tracing", inner)
                 raise
             finally:
-                context.detach(token)
+                compat.detach(token)
                 try:
                     delivery.finish()
                 except Exception as exc:

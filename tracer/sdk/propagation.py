@@ -41,9 +41,11 @@ from eventscope.tracer.sdk import compat
 __all__ = [
     "CAUSATION_HEADER",
     "CORRELATION_HEADER",
+    "GENERIC",
     "TRACEPARENT_HEADER",
     "Handling",
     "HeaderGetter",
+    "carried",
     "current_handling",
     "decode_header",
     "extract",
@@ -70,25 +72,43 @@ class HeaderGetter(Getter[Mapping[str, Any]]):
 _getter = HeaderGetter()
 
 
+GENERIC = object()  # carried(): only the configured propagators can tell what the headers carry
+
+
+def carried(headers: Any) -> SpanContext | object | None:
+    """The producer's span context in ``headers``, read without building a ``Context``.
+
+    ``None`` when they carry none (or are not a mapping); :data:`GENERIC` when the global
+    propagators are not the default W3C pair or the headers hold baggage: then only
+    :func:`extract` (``propagate.extract``) knows what the context is.
+    """
+    if not headers or not (type(headers) is dict or isinstance(headers, Mapping)):
+        return None
+    if "baggage" in headers or not _is_default_w3c():
+        return GENERIC
+    parent = _parse_traceparent(decode_header(headers.get(TRACEPARENT_HEADER)))
+    if parent is None:
+        return None
+    state = decode_header(headers.get(TRACESTATE_HEADER))
+    if state:
+        parent = SpanContext(
+            parent.trace_id,
+            parent.span_id,
+            is_remote=True,
+            trace_flags=parent.trace_flags,
+            trace_state=TraceState.from_header([state]),
+        )
+    return parent
+
+
 def extract(headers: Any, ctx: Context | None = None) -> Context:
     """The context carried by ``headers`` (any object; non-mappings carry nothing)."""
-    if not headers or not (type(headers) is dict or isinstance(headers, Mapping)):
+    parent = carried(headers)
+    if parent is GENERIC:
+        return propagate.extract(headers, context=ctx, getter=_getter)
+    if parent is None:
         return ctx if ctx is not None else context.get_current()
-    if "baggage" not in headers and _is_default_w3c():
-        parent = _parse_traceparent(decode_header(headers.get(TRACEPARENT_HEADER)))
-        if parent is None:
-            return ctx if ctx is not None else context.get_current()
-        state = decode_header(headers.get(TRACESTATE_HEADER))
-        if state:
-            parent = SpanContext(
-                parent.trace_id,
-                parent.span_id,
-                is_remote=True,
-                trace_flags=parent.trace_flags,
-                trace_state=TraceState.from_header([state]),
-            )
-        return trace.set_span_in_context(NonRecordingSpan(parent), ctx)
-    return propagate.extract(headers, context=ctx, getter=_getter)
+    return trace.set_span_in_context(NonRecordingSpan(parent), ctx)  # type: ignore[arg-type]
 
 
 def _parse_traceparent(value: str | None) -> SpanContext | None:
