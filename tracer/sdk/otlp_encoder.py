@@ -199,7 +199,10 @@ def _prefix_block(prefix: dict[str, Any]) -> bytes:
 _TIMES = struct.Struct("<BQBQ").pack  # start_time_unix_nano (field 7) and end (field 8), fixed64
 _TAIL_LOCAL_PARENT = _STATUS_UNSET + _FLAGS_LOCAL_PARENT
 _TAIL_REMOTE_PARENT = _STATUS_UNSET + _FLAGS_REMOTE_PARENT
-_named: dict[tuple[str, Any], bytes] = {}  # (name, kind) -> the encoded name and kind fields
+# id(kind) -> {name: the encoded name and kind fields}. Keyed on the SpanKind member's id:
+# hashing an Enum member is a Python-level call (Enum.__hash__), once per span otherwise. The
+# members live as long as the class, so their ids never change nor get reused.
+_named: dict[int, dict[str, bytes]] = {id(kind): {} for kind in SpanKind}
 
 
 def _lean_span(span: LeanSpan) -> bytes:
@@ -210,12 +213,14 @@ def _lean_span(span: LeanSpan) -> bytes:
     """
     context = span._context
     parent = span._parent
-    named_key = (span._name, span._kind)
-    named = _named.get(named_key)
+    by_name = _named.get(id(span._kind))
+    named = by_name.get(span._name) if by_name is not None else None
     if named is None:
-        if len(_named) >= _MAX_CACHED_PAIRS:
-            _named.clear()
-        named = _named[named_key] = _text(5, span._name) + _KIND_FIELDS[span._kind]
+        named = _text(5, span._name) + _KIND_FIELDS[span._kind]  # not a SpanKind: a KeyError, as before
+        if by_name is not None:
+            if len(by_name) >= _MAX_CACHED_PAIRS:
+                by_name.clear()
+            by_name[span._name] = named
     attributes = span._attributes
     prefix = span._prefix
     if prefix is not None:
