@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import logging
+import operator
 import os
 import threading
 from typing import Any
@@ -23,6 +24,7 @@ from opentelemetry.trace import span as _span_module
 
 __all__ = [
     "DROPS_REFUSED_VALUES",
+    "EMPTY_TRACE_STATE",
     "PID",
     "RANDOM_TRACE_ID",
     "attach",
@@ -34,6 +36,7 @@ __all__ = [
     "lean_capable",
     "processor_exporter",
     "span_context",
+    "span_context_fields",
     "span_limits",
     "span_processors",
 ]
@@ -97,6 +100,7 @@ def processor_exporter(processor: Any) -> Any | None:
 
 
 _EMPTY_STATE = getattr(_span_module, "DEFAULT_TRACE_STATE", None)
+EMPTY_TRACE_STATE = _EMPTY_STATE  # what a SpanContext built without a trace state holds (or None)
 
 
 def _tuple_layout_matches() -> bool:
@@ -133,11 +137,34 @@ def span_context(
     """
     if _FAST_SPAN_CONTEXT:
         return tuple.__new__(
-            SpanContext, (trace_id, span_id, is_remote, trace_flags, trace_state or _EMPTY_STATE, True)
+            SpanContext,
+            (
+                trace_id,
+                span_id,
+                is_remote,
+                trace_flags,
+                trace_state if trace_state is not None else _EMPTY_STATE,
+                True,
+            ),
         )
     return SpanContext(
         trace_id, span_id, is_remote=is_remote, trace_flags=trace_flags, trace_state=trace_state
     )
+
+
+def _public_fields(span_context: SpanContext) -> tuple[int, int, bool, TraceFlags, TraceState]:
+    return (
+        span_context.trace_id,
+        span_context.span_id,
+        span_context.is_remote,
+        span_context.trace_flags,
+        span_context.trace_state,
+    )
+
+
+# ``(trace_id, span_id, is_remote, trace_flags, trace_state)`` of a ``SpanContext``: one C call
+# where it is the tuple checked above (each public property is a Python-level call).
+span_context_fields = operator.itemgetter(0, 1, 2, 3, 4) if _FAST_SPAN_CONTEXT else _public_fields
 
 
 # This process's id, kept current across os.fork() (the SDK's batch processor compares its own).

@@ -214,6 +214,7 @@ def _span_key() -> str | None:
 
 _SPAN_KEY = _span_key()
 _UNKNOWN = object()  # no known span key: ask get_current_span
+_fields = compat.span_context_fields
 
 
 class LeanTracer:
@@ -303,11 +304,10 @@ class LeanTracer:
         else:  # whatever get_current_span makes of it (it ignores a value that is not a Span)
             parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
-            if not parent.trace_flags & _SAMPLED:  # the ``sampled`` property, without its call
+            trace_id, _span_id, _remote, parent_flags, trace_state = _fields(parent)
+            if not parent_flags & _SAMPLED:  # the ``sampled`` property, without its call
                 return self._fallback.start_span(name, context, kind, attributes, links, start_time)
-            trace_id = parent.trace_id
-            flags = _SAMPLED_RANDOM if parent.trace_flags & compat.RANDOM_TRACE_ID else _SAMPLED
-            trace_state = parent.trace_state
+            flags = _SAMPLED_RANDOM if parent_flags & compat.RANDOM_TRACE_ID else _SAMPLED
         else:
             parent = None
             ids = random.getrandbits(192)  # trace id and span id from one call
@@ -348,8 +348,9 @@ class LeanTracer:
         back. ``parent`` must be valid; the context is built only when the SDK path is taken.
         """
         processors = self._active._span_processors
+        trace_id, _span_id, _remote, parent_flags, trace_state = _fields(parent)
         if (processors is not self._processors and processors != self._processors) or not (
-            parent.trace_flags & _SAMPLED
+            parent_flags & _SAMPLED
         ):
             parent_context = trace.set_span_in_context(trace.NonRecordingSpan(parent), base)
             return self._fallback.start_span(name, parent_context, kind, attributes, links, start_time)
@@ -357,11 +358,11 @@ class LeanTracer:
         while span_id == 0:  # pragma: no cover - one in 2**64
             span_id = random.getrandbits(64)
         span_context = compat.span_context(
-            parent.trace_id,
+            trace_id,
             span_id,
             False,
-            _SAMPLED_RANDOM if parent.trace_flags & compat.RANDOM_TRACE_ID else _SAMPLED,
-            parent.trace_state,
+            _SAMPLED_RANDOM if parent_flags & compat.RANDOM_TRACE_ID else _SAMPLED,
+            trace_state,
         )
         return LeanSpan(
             self,
