@@ -367,12 +367,19 @@ class AmqpTracing:
         return attributes, f"{'process' if operation == A.OP_PROCESS else 'receive'} {queue}"
 
     def start_publish(
-        self, exchange: str, routing_key: str, body: Any, properties: Any, new_properties: Any
+        self,
+        exchange: str,
+        routing_key: str,
+        body: Any,
+        properties: Any,
+        new_properties: Any,
+        current: Context | None = None,
     ) -> Publish:
         """Fill metadata on a copy of ``properties``, start the PRODUCER span, inject it.
 
         ``new_properties(original)`` returns a fresh properties object (a copy of the
         original, or an empty one for ``None``); ``properties`` itself is never touched.
+        ``current`` is the current context when the caller has it at hand already.
         """
         props = new_properties(properties)
         headers = props.headers
@@ -383,8 +390,9 @@ class AmqpTracing:
             headers = dict(headers)
         else:
             headers = None
-        current = get_current()
-        parent = extract(headers) if headers and TRACEPARENT_HEADER in headers else current
+        if current is None:
+            current = get_current()
+        parent = extract(headers, current) if headers and TRACEPARENT_HEADER in headers else current
         handling = current_handling(current)
 
         event_id = props.message_id

@@ -225,10 +225,11 @@ class _ChannelProxy:
     def _publish(self, exchange: str, routing_key: str, body: Any, properties: Any, mandatory: bool) -> Any:
         channel = self._es_channel
         publish: Publish | None = None
-        if not suppressed():
+        current = compat.get_current()
+        if not suppressed(current):
             try:
                 publish = self._es_tracing.start_publish(
-                    exchange, routing_key, body, properties, _copy_properties
+                    exchange, routing_key, body, properties, _copy_properties, current
                 )
             except Exception as exc:
                 failures.record("publish tracing", exc)

@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 _HANDLING_KEY = context.create_key("eventscope.handling")
+_fields = compat.span_context_fields
+_NO_STATE = compat.EMPTY_TRACE_STATE
 
 
 class HeaderGetter(Getter[Mapping[str, Any]]):
@@ -172,13 +174,12 @@ def inject(headers: MutableMapping[str, Any], span: Span, parent: Context | None
     if TRACEPARENT_HEADER in headers:
         return
     if _is_default_w3c() and not _has_baggage(parent):
-        span_context = span.get_span_context()
-        if span_context.is_valid:
-            headers[TRACEPARENT_HEADER] = (
-                f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
-            )
-            if span_context.trace_state and TRACESTATE_HEADER not in headers:
-                headers[TRACESTATE_HEADER] = span_context.trace_state.to_header()
+        # the fields in one call, and validity as SpanContext decides it: both ids non-zero
+        trace_id, span_id, _remote, flags, state = _fields(span.get_span_context())
+        if trace_id and span_id:
+            headers[TRACEPARENT_HEADER] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+            if state is not _NO_STATE and state and TRACESTATE_HEADER not in headers:
+                headers[TRACESTATE_HEADER] = state.to_header()
         return
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span, parent))
@@ -227,5 +228,5 @@ _set_item = dict.__setitem__
 
 def current_handling(ctx: Context | None = None) -> Handling | None:
     """The event being handled in ``ctx`` (default: the current context), if any."""
-    value = context.get_value(_HANDLING_KEY, ctx)
-    return value if isinstance(value, Handling) else None
+    value = (ctx if ctx is not None else compat.get_current()).get(_HANDLING_KEY)
+    return value if type(value) is Handling else None  # Handling is final (slots, frozen)
