@@ -158,7 +158,7 @@ class Delivery:
         self.settled = True
         if self.open:
             span = self.span
-            if type(span) is LeanSpan and type(requeue) in (bool, type(None)):
+            if type(span) is LeanSpan and (requeue is None or type(requeue) is bool):
                 span.set_known(A.SETTLE_OUTCOME, outcome)
                 if requeue is not None:
                     span.set_known(A.SETTLE_REQUEUE, requeue)

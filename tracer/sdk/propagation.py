@@ -91,8 +91,8 @@ def carried(headers: Any) -> SpanContext | object | None:
     parent = _parse_traceparent(decode_header(headers.get(TRACEPARENT_HEADER)))
     if parent is None:
         return None
-    state = decode_header(headers.get(TRACESTATE_HEADER))
-    if state:
+    state = headers.get(TRACESTATE_HEADER)  # absent on most messages: no decode call then
+    if state is not None and (state := decode_header(state)):
         parent = SpanContext(
             parent.trace_id,
             parent.span_id,
