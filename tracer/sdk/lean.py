@@ -297,13 +297,13 @@ class LeanTracer:
             if _SPAN_KEY is not None
             else _UNKNOWN
         )
-        if holder is None:
-            parent = trace.INVALID_SPAN_CONTEXT
+        if holder is None:  # no span in the context: a root (no validity check to make)
+            parent = None
         elif type(holder) in _PLAIN_SPANS:
             parent = holder.get_span_context()
         else:  # whatever get_current_span makes of it (it ignores a value that is not a Span)
             parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
+        if parent is not None and parent.is_valid:
             trace_id, _span_id, _remote, parent_flags, trace_state = _fields(parent)
             if not parent_flags & _SAMPLED:  # the ``sampled`` property, without its call
                 return self._fallback.start_span(name, context, kind, attributes, links, start_time)
