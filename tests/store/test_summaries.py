@@ -12,22 +12,26 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from eventscope.tracer.ingest.normaliser import normalise
 from eventscope.tracer.query import questions as queries
-from eventscope.tracer.query.topology import CONSISTENCY_PER_EVENT
+from eventscope.tracer.query.topology import CONSISTENCY_PER_EVENT, PER_DELIVERY
 from eventscope.tracer.store import summaries
 from eventscope.tracer.store.duckdb_store import Store
-from tests.spans import open_store
+from tests.spans import new_trace, open_store, process, publish, request, sid
 from tests.store.test_delivery_state import _scenario
 from tests.store.test_store_broker import T0_NS
 
-_ORDER = "ORDER BY event_id"
+# summary table → its derivation from the tables (a delivery summary has no key: every column)
+_SUMMARIES = {"event_consistency": CONSISTENCY_PER_EVENT, "delivery_summary": PER_DELIVERY}
 
 
-def _both(store: Store) -> tuple[list[tuple], list[tuple]]:
+def _both(store: Store) -> tuple[list[list[tuple]], list[list[tuple]]]:
     reader = store.reader()
+    kept, derived = [], []
     try:
-        kept = reader.execute(f"SELECT * FROM event_consistency {_ORDER}").fetchall()
-        derived = reader.execute(f"SELECT * FROM ({CONSISTENCY_PER_EVENT}) {_ORDER}").fetchall()
+        for table, derivation in _SUMMARIES.items():
+            kept.append(reader.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall())
+            derived.append(reader.execute(f"SELECT * FROM ({derivation}) ORDER BY ALL").fetchall())
     finally:
         reader.close()
     return kept, derived
@@ -36,7 +40,7 @@ def _both(store: Store) -> tuple[list[tuple], list[tuple]]:
 def _assert_same(store: Store) -> int:
     kept, derived = _both(store)
     assert kept == derived
-    return len(derived)
+    return min(len(rows) for rows in derived)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -66,37 +70,81 @@ def test_event_consistency_equals_the_derivation(tmp_path: Path, seed: int) -> N
         store.close()
 
 
-def test_questions_read_the_summary_as_they_read_the_derivation(tmp_path: Path) -> None:
+def _pages(reader: duckdb.DuckDBPyConnection) -> tuple:
+    """What the overview, orphans, topology and lag pages ask that the summaries serve."""
+    return (
+        queries.slowest(reader, limit=50),
+        queries.lag(reader, outliers=50),
+        queries.topology(reader),
+        queries.fanout_delivered(reader),
+        queries.fanout(reader),
+    )
+
+
+def _handled_elsewhere(rng: random.Random, n: int) -> list:
+    """Events the orders service publishes and other services consume (the scenario's spans
+    all come from one service): routes to several consumers, and who talks to whom.
+    """
+    batches = []
+    for i in range(n):
+        trace_id = new_trace()
+        producer = publish(trace_id=trace_id, event_id=f"X{i}", start_ms=i * 10)
+        batches.append(normalise(request(producer)))
+        for queue, service in rng.sample(
+            [("billing", "payments"), ("audit", "ledger"), ("work", "shipping")], 2
+        ):
+            start = i * 10 + rng.randint(1, 40)
+            consumer = process(
+                trace_id=trace_id,
+                parent=sid(producer),
+                event_id=f"X{i}",
+                queue=queue,
+                outcome=rng.choice(["ack", "nack", None]),
+                start_ms=start,
+                end_ms=start + rng.randint(1, 9),
+            )
+            batches.append(normalise(request(consumer, service=service)))
+    return batches
+
+
+def test_questions_read_the_summaries_as_they_read_the_derivation(tmp_path: Path) -> None:
     path = tmp_path / "q.duckdb"
     store = open_store(path, grace_s=0)
     try:
-        for batch in _scenario(random.Random(7), 60, 0):
+        for batch in _scenario(random.Random(7), 60, 0) + _handled_elsewhere(random.Random(8), 12):
             store.append([batch])
         reader = store.reader()
-        with_summary = (queries.slowest(reader, limit=50), queries.lag(reader, outliers=50))
-        reader.execute("ALTER TABLE event_consistency RENAME TO _hidden")  # as a version 11 file
-        derived = (queries.slowest(reader, limit=50), queries.lag(reader, outliers=50))
-        reader.execute("ALTER TABLE _hidden RENAME TO event_consistency")
+        with_summaries = _pages(reader)
+        for table in _SUMMARIES:  # as a version 11 file
+            reader.execute(f"ALTER TABLE {table} RENAME TO _hidden_{table}")
+        derived = _pages(reader)
+        reader.execute("ALTER TABLE _hidden_event_consistency RENAME TO event_consistency")  # version 12
+        only_consistency = _pages(reader)
+        reader.execute("ALTER TABLE _hidden_delivery_summary RENAME TO delivery_summary")
         reader.close()
-        assert with_summary[0]
-        assert with_summary == derived
+        slowest, lag, topology, delivered, _ = with_summaries
+        assert slowest and lag["queues"] and topology["routes"] and topology["collaboration"] and delivered
+        assert with_summaries == derived == only_consistency
     finally:
         store.close()
 
 
-def test_a_version_11_database_gets_its_summaries_on_migration(tmp_path: Path) -> None:
-    path = tmp_path / "v11.duckdb"
+@pytest.mark.parametrize("version", [summaries.VERSION, 13])
+def test_an_older_database_gets_its_summaries_on_migration(tmp_path: Path, version: int) -> None:
+    path = tmp_path / f"v{version - 1}.duckdb"
     store = open_store(path, grace_s=0)
     try:
         for batch in _scenario(random.Random(42), 30, 0):
             store.append([batch])
         expected = _both(store)[1]
-        assert expected
+        assert all(expected)
     finally:
         store.close()
-    with duckdb.connect(str(path)) as connection:  # back to version 11: no summaries
-        connection.execute("DROP TABLE event_consistency")
-        connection.execute(f"DELETE FROM schema_version WHERE version >= {summaries.VERSION}")
+    with duckdb.connect(str(path)) as connection:  # back to the version before: without its summaries
+        connection.execute("DROP TABLE delivery_summary")
+        if version <= summaries.VERSION:
+            connection.execute("DROP TABLE event_consistency")
+        connection.execute("DELETE FROM schema_version WHERE version >= ?", [version])
     store = open_store(path, grace_s=0)
     try:
         kept, derived = _both(store)

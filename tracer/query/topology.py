@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from eventscope.tracer.query.sandbox import records as _records
-from eventscope.tracer.store.summaries import ms_between, us_between
+from eventscope.tracer.store.summaries import DELIVERIES, ms_between
 
 CONSISTENCY_PER_EVENT = f"""
 SELECT e.event_id, e.event_type, e.published_at,
@@ -25,25 +25,40 @@ GROUP BY e.event_id, e.event_type, e.published_at
 
 _HAS_SUMMARY = """
 SELECT count(*) > 0 AS found FROM information_schema.tables
-WHERE table_schema = 'main' AND table_name = 'event_consistency'
+WHERE table_schema = 'main' AND table_name = $table
 """
+
+# What delivery_summary holds, derived from the tables (a file older than schema version 13).
+PER_DELIVERY = DELIVERIES.replace("{scope}", "true")
 
 
 def per_event(connection: duckdb.DuckDBPyConnection) -> str:
     """Where time to consistency per event comes from: the writer's summary (schema version
     12, tracer/store/summaries.py), or the derivation in a file older than that.
     """
-    if _records(connection, _HAS_SUMMARY, {})[0]["found"]:
+    if _records(connection, _HAS_SUMMARY, {"table": "event_consistency"})[0]["found"]:
         return "event_consistency"
     return f"({CONSISTENCY_PER_EVENT})"
 
 
+def per_delivery(connection: duckdb.DuckDBPyConnection) -> str:
+    """Where each delivery with its event's type, exchange, producer, time in queue and
+    processing time comes from: the writer's summary (schema version 13), or the join of
+    deliveries with events in a file older than that.
+    """
+    if _records(connection, _HAS_SUMMARY, {"table": "delivery_summary"})[0]["found"]:
+        return "delivery_summary"
+    return f"({PER_DELIVERY})"
+
+
 __all__ = [
     "CONSISTENCY_PER_EVENT",
+    "PER_DELIVERY",
     "event_types",
     "fanout_delivered",
     "fanout_matrix",
     "lag",
+    "per_delivery",
     "per_event",
     "topology",
     "workflows",
@@ -51,11 +66,11 @@ __all__ = [
 
 _FANOUT_DELIVERED = """
 WITH typed AS (SELECT event_type, count(*) AS events FROM events GROUP BY 1)
-SELECT e.event_type, d.queue, any_value(d.consumer_service) AS consumer_service,
+SELECT d.event_type, d.queue, any_value(d.consumer_service) AS consumer_service,
        any_value(t.events) AS events,
        count(*) FILTER (WHERE NOT coalesce(d.redelivered, false)) AS delivered,
        count(*) FILTER (WHERE d.outcome = 'ack') AS acked
-FROM deliveries d JOIN events e ON e.event_id = d.event_id JOIN typed t ON t.event_type = e.event_type
+FROM {per_delivery} d JOIN typed t ON t.event_type = d.event_type
 WHERE d.queue IS NOT NULL
 GROUP BY 1, 2
 ORDER BY 1, 2
@@ -69,14 +84,14 @@ SELECT producer_service AS producer, exchange, count(*) AS events,
 FROM events GROUP BY ALL ORDER BY events DESC, producer, exchange
 """
 
-_ROUTE_EDGES = f"""
-SELECT e.exchange, d.queue, d.consumer_service AS consumer, count(*) AS deliveries,
+_ROUTE_EDGES = """
+SELECT d.exchange, d.queue, d.consumer_service AS consumer, count(*) AS deliveries,
        count(*) FILTER (WHERE d.outcome IS DISTINCT FROM 'ack') AS errors,
-       quantile_cont({us_between("e.published_at", "d.received_at")} / 1000.0, 0.5) AS wait_p50_ms,
+       quantile_cont(d.wait_us / 1000.0, 0.5) AS wait_p50_ms,
        count(*) / greatest(date_diff('millisecond', min(d.received_at), max(d.received_at)) / 1000.0, 1.0)
            AS deliveries_per_s
-FROM deliveries d JOIN events e ON e.event_id = d.event_id
-GROUP BY ALL ORDER BY deliveries DESC, e.exchange, d.queue, consumer
+FROM {per_delivery} d
+GROUP BY ALL ORDER BY deliveries DESC, d.exchange, d.queue, consumer
 """
 
 _CONSUMER_GROUPS = """
@@ -92,10 +107,10 @@ FROM per ORDER BY queue, deliveries DESC, consumer_service
 
 _COLLABORATION = """
 WITH talks AS (
-    SELECT DISTINCT e.producer_service AS sender, d.consumer_service AS receiver
-    FROM deliveries d JOIN events e ON e.event_id = d.event_id
-    WHERE e.producer_service IS NOT NULL AND d.consumer_service IS NOT NULL
-      AND e.producer_service <> d.consumer_service
+    SELECT DISTINCT d.producer_service AS sender, d.consumer_service AS receiver
+    FROM {per_delivery} d
+    WHERE d.producer_service IS NOT NULL AND d.consumer_service IS NOT NULL
+      AND d.producer_service <> d.consumer_service
 ),
 services AS (SELECT sender AS service FROM talks UNION SELECT receiver FROM talks)
 SELECT s.service,
@@ -106,13 +121,12 @@ SELECT s.service,
 FROM services s ORDER BY s.service
 """
 
-_LAG_BY_QUEUE = f"""
+_LAG_BY_QUEUE = """
 WITH per AS (
     SELECT d.queue, d.consumer_service, count(*) AS deliveries,
-           quantile_cont({us_between("e.published_at", "d.received_at")} / 1000.0, [0.5, 0.95])
-               AS wait,
-           quantile_cont({us_between("d.received_at", "d.settled_at")} / 1000.0, [0.5, 0.95]) AS work
-    FROM deliveries d JOIN events e ON e.event_id = d.event_id
+           quantile_cont(d.wait_us / 1000.0, [0.5, 0.95]) AS wait,
+           quantile_cont(d.processing_us / 1000.0, [0.5, 0.95]) AS work
+    FROM {per_delivery} d
     WHERE d.queue IS NOT NULL
     GROUP BY ALL
 )
@@ -208,7 +222,7 @@ FROM classified GROUP BY status
 
 def fanout_delivered(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The delivery half of :func:`fanout`: per (event type, queue), events delivered and acked."""
-    return _records(connection, _FANOUT_DELIVERED, {})
+    return _records(connection, _FANOUT_DELIVERED.replace("{per_delivery}", per_delivery(connection)), {})
 
 
 def event_types(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -260,12 +274,13 @@ def topology(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Observed traffic: producer → exchange and exchange → queue → consumer edges with rates,
     errors and wait; consumer groups with each member's share; who talks to whom.
     """
-    collaboration = _records(connection, _COLLABORATION, {})
+    deliveries = per_delivery(connection)
+    collaboration = _records(connection, _COLLABORATION.replace("{per_delivery}", deliveries), {})
     for row in collaboration:
         row["role"] = "orchestrator" if row["sends_to"] >= 2 and row["replies_from"] >= 2 else "choreography"
     return {
         "producers": _records(connection, _PRODUCER_EDGES, {}),
-        "routes": _records(connection, _ROUTE_EDGES, {}),
+        "routes": _records(connection, _ROUTE_EDGES.replace("{per_delivery}", deliveries), {}),
         "groups": _records(connection, _CONSUMER_GROUPS, {}),
         "collaboration": collaboration,
     }
@@ -284,7 +299,8 @@ def lag(connection: duckdb.DuckDBPyConnection, *, outliers: int = 20) -> dict[st
     slow = [{k: row[k] for k in picked} for row in found if row["kind"] == "outlier"]
     slow.sort(key=lambda row: row["event_id"])
     slow.sort(key=lambda row: row["consistent_after_ms"], reverse=True)
-    return {"queues": _records(connection, _LAG_BY_QUEUE, {}), "consistency": consistency, "outliers": slow}
+    queues = _records(connection, _LAG_BY_QUEUE.replace("{per_delivery}", per_delivery(connection)), {})
+    return {"queues": queues, "consistency": consistency, "outliers": slow}
 
 
 def workflows(
