@@ -14,15 +14,19 @@ import pytest
 
 from eventscope.tracer.ingest.normaliser import normalise
 from eventscope.tracer.query import questions as queries
-from eventscope.tracer.query.topology import CONSISTENCY_PER_EVENT, PER_DELIVERY
+from eventscope.tracer.query.topology import CONSISTENCY_PER_EVENT, PER_DELIVERY, PER_FLOW
 from eventscope.tracer.store import summaries
 from eventscope.tracer.store.duckdb_store import Store
 from tests.spans import new_trace, open_store, process, publish, request, sid
 from tests.store.test_delivery_state import _scenario
-from tests.store.test_store_broker import T0_NS
+from tests.store.test_store_broker import T0_NS, firehose, record
 
 # summary table → its derivation from the tables (a delivery summary has no key: every column)
-_SUMMARIES = {"event_consistency": CONSISTENCY_PER_EVENT, "delivery_summary": PER_DELIVERY}
+_SUMMARIES = {
+    "event_consistency": CONSISTENCY_PER_EVENT,
+    "delivery_summary": PER_DELIVERY,
+    "flow_summary": PER_FLOW,
+}
 
 
 def _both(store: Store) -> tuple[list[list[tuple]], list[list[tuple]]]:
@@ -47,7 +51,8 @@ def _assert_same(store: Store) -> int:
 def test_event_consistency_equals_the_derivation(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     now_ns = duckdb.connect().execute("SELECT epoch_ns(now())").fetchall()[0][0]
-    batches = _scenario(rng, 40, (now_ns - T0_NS) // 1_000_000)
+    batches = _scenario(rng, 40, (now_ns - T0_NS) // 1_000_000) + _handled_elsewhere(rng, 10)
+    rng.shuffle(batches)
     path = tmp_path / "s.duckdb"
     store = open_store(path, grace_s=0)
     try:
@@ -71,19 +76,26 @@ def test_event_consistency_equals_the_derivation(tmp_path: Path, seed: int) -> N
 
 
 def _pages(reader: duckdb.DuckDBPyConnection) -> tuple:
-    """What the overview, orphans, topology and lag pages ask that the summaries serve."""
+    """What the overview, orphans, topology, lag and workflows pages ask that the summaries
+    serve (workflows with every flow idle and with none: no flow near the boundary that the
+    clock moving between two runs could move).
+    """
     return (
         queries.slowest(reader, limit=50),
         queries.lag(reader, outliers=50),
         queries.topology(reader),
         queries.fanout_delivered(reader),
         queries.fanout(reader),
+        queries.workflows(reader, stuck_after_s=0, limit=1000),
+        queries.workflows(reader, stuck_after_s=1e9, limit=1000),
+        queries.workflows(reader, stuck_after_s=0, status="stuck", limit=5),
     )
 
 
 def _handled_elsewhere(rng: random.Random, n: int) -> list:
     """Events the orders service publishes and other services consume (the scenario's spans
-    all come from one service): routes to several consumers, and who talks to whom.
+    all come from one service): routes to several consumers, who talks to whom, and flows of
+    two events; in a shuffled order.
     """
     batches = []
     for i in range(n):
@@ -104,6 +116,27 @@ def _handled_elsewhere(rng: random.Random, n: int) -> list:
                 end_ms=start + rng.randint(1, 9),
             )
             batches.append(normalise(request(consumer, service=service)))
+        if i % 2:  # a flow of two: the payment's event, correlated with the order
+            follow = publish(
+                trace_id=trace_id,
+                event_id=f"Y{i}",
+                causation_id=f"X{i}",
+                parent=sid(producer),
+                start_ms=i * 10 + 50,
+            )
+            batches.append(normalise(request(follow, service="payments")))
+            if rng.random() < 0.5:  # the firehose's row first, without the correlation id
+                at_ms = i * 10 + 50
+                publish_record = record(
+                    "publish",
+                    "shop",
+                    message_id=f"Y{i}",
+                    exchange="shop",
+                    routing_key="order.placed",
+                    at_ms=at_ms,
+                )
+                batches.append(firehose(publish_record))
+    rng.shuffle(batches)
     return batches
 
 
@@ -122,8 +155,10 @@ def test_questions_read_the_summaries_as_they_read_the_derivation(tmp_path: Path
         only_consistency = _pages(reader)
         reader.execute("ALTER TABLE _hidden_delivery_summary RENAME TO delivery_summary")
         reader.close()
-        slowest, lag, topology, delivered, _ = with_summaries
+        slowest, lag, topology, delivered, _, idle, busy, _ = with_summaries
         assert slowest and lag["queues"] and topology["routes"] and topology["collaboration"] and delivered
+        assert idle["by_status"].keys() == {"stuck", "complete"} and "in progress" in busy["by_status"]
+        assert any(flow["events"] > 1 for flow in idle["flows_shown"])
         assert with_summaries == derived == only_consistency
     finally:
         store.close()
@@ -142,6 +177,7 @@ def test_an_older_database_gets_its_summaries_on_migration(tmp_path: Path, versi
         store.close()
     with duckdb.connect(str(path)) as connection:  # back to the version before: without its summaries
         connection.execute("DROP TABLE delivery_summary")
+        connection.execute("DROP TABLE flow_summary")
         if version <= summaries.VERSION:
             connection.execute("DROP TABLE event_consistency")
         connection.execute("DELETE FROM schema_version WHERE version >= ?", [version])

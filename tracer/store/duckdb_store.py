@@ -63,7 +63,7 @@ _MIGRATIONS = {
     10: "schema_v10_redrives.sql",
     11: "schema_v11_contracts.sql",
     12: "schema_v12_summaries.sql",
-    13: "schema_v13_delivery_summary.sql",
+    13: "schema_v13_summaries.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"

@@ -17,11 +17,22 @@ by hand, :func:`rebuild` (or a retention pass) brings it back.
 consumer, outcome and times, with the microseconds it waited in the queue and took to process.
 The fan-out, topology and lag pages group it and take its exact percentiles without the join;
 kept, rebuilt and tested as ``event_consistency`` is.
+
+``flow_summary`` (version 13): one row per flow (``coalesce(correlation_id, event_id)``, as the
+workflows page groups events), the derivation ``FLOWS``: its events, start, first and last
+event types, last activity (publish, receive or settle) and its deliveries not settled with the
+first of them. A batch re-derives the flows of the events it touched (and the flow each touched
+event would be alone, in case its correlation id was filled since), reading their events by
+``correlation_id`` within the flows' id range.
 """
 
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from eventscope.tracer.store.duck import registered
 
 __all__ = [
     "CONSISTENCY",
@@ -79,6 +90,85 @@ JOIN (
 ) d ON d.event_id = e.event_id
 """
 
+# Per flow: what flow_summary holds. {flow_events} is (flow_id, event_id, event_type,
+# published_at) of the flows concerned, {scope} the deliveries' (their events', or `true`).
+# Ties (same time) are broken by the value, so the summary and the derivation pick the same.
+FLOW_EVENTS = (
+    "SELECT coalesce(correlation_id, event_id) AS flow_id, event_id, event_type, published_at FROM events"
+)
+FLOWS = """
+WITH f AS ({flow_events}),
+published AS (
+    SELECT flow_id, count(*) AS events, min(published_at) AS started_at,
+           max(published_at) AS last_published_at,
+           arg_min(event_type, (published_at, event_type)) AS first_event_type,
+           arg_max(event_type, (published_at, event_type)) AS last_event_type
+    FROM f GROUP BY flow_id
+),
+steps AS (
+    SELECT f.flow_id, coalesce(d.settled_at, d.received_at) AS handled_at, d.outcome, d.received_at,
+           f.event_type || ' @ ' || coalesce(d.queue, '?') || ' (not settled)' AS step
+    FROM (SELECT event_id, queue, outcome, received_at, settled_at FROM deliveries WHERE {scope}) d
+    JOIN f ON f.event_id = d.event_id
+),
+handled AS (
+    SELECT flow_id, max(handled_at) AS last_handled_at, count(*) FILTER (WHERE outcome IS NULL) AS unsettled,
+           arg_min(step, (received_at, step)) FILTER (WHERE outcome IS NULL) AS unsettled_step
+    FROM steps GROUP BY flow_id
+)
+SELECT p.flow_id, p.events, p.started_at, p.first_event_type, p.last_event_type,
+       greatest(p.last_published_at, h.last_handled_at) AS last_activity_at,
+       coalesce(h.unsettled, 0) AS unsettled, h.unsettled_step
+FROM published p LEFT JOIN handled h USING (flow_id)
+"""
+
+# The flows a batch touched: each touched event's flow, and each touched id as a flow of its own
+# (an event stored without a correlation id was one until the id was filled).
+_TOUCHED_FLOWS = """
+SELECT DISTINCT coalesce(correlation_id, event_id) AS flow_id FROM events WHERE {scope}
+UNION SELECT event_id FROM _eventscope_touched
+"""
+# Their events, by correlation id (or own id) in the flows' range: row groups skipped by min/max.
+_FLOWS_EVENTS = """
+SELECT correlation_id AS flow_id, event_id, event_type, published_at FROM events
+WHERE correlation_id BETWEEN $lo AND $hi AND correlation_id IN (SELECT flow_id FROM _eventscope_flows)
+UNION ALL
+SELECT event_id, event_id, event_type, published_at FROM events
+WHERE correlation_id IS NULL AND event_id BETWEEN $lo AND $hi
+  AND event_id IN (SELECT flow_id FROM _eventscope_flows)
+"""
+_FLOWS_DELIVERIES = (
+    "event_id BETWEEN $lo AND $hi AND event_id IN (SELECT event_id FROM _eventscope_flow_events)"
+)
+_FLOW_IDS = pa.schema([("flow_id", pa.string())])
+
+
+def _refresh_flows(connection: duckdb.DuckDBPyConnection, scope: str, params: dict[str, str]) -> None:
+    found = connection.execute(_TOUCHED_FLOWS.replace("{scope}", scope), params).fetchall()
+    ids = [flow_id for (flow_id,) in found if flow_id is not None]
+    if not ids:
+        return
+    flow_params = {"lo": min(ids), "hi": max(ids)}
+    with registered(
+        connection, "_eventscope_flows", pa.table([pa.array(ids, pa.string())], schema=_FLOW_IDS)
+    ):
+        connection.execute(
+            "DELETE FROM flow_summary WHERE flow_id BETWEEN $lo AND $hi "
+            "AND flow_id IN (SELECT flow_id FROM _eventscope_flows)",
+            flow_params,
+        )
+        members = connection.sql(_FLOWS_EVENTS, params=flow_params).to_arrow_table()
+    if members.num_rows == 0:
+        return
+    event_ids = members.column("event_id")
+    event_params = {"lo": pc.min(event_ids).as_py(), "hi": pc.max(event_ids).as_py()}
+    with registered(connection, "_eventscope_flow_events", members):
+        flows = FLOWS.replace("{flow_events}", "SELECT * FROM _eventscope_flow_events")
+        connection.execute(
+            "INSERT INTO flow_summary " + flows.replace("{scope}", _FLOWS_DELIVERIES), event_params
+        )
+
+
 # The summaries and their derivations; a touched event's rows are found by its id within the
 # batch's id range (row groups skipped by their min/max, ids growing with time).
 _TABLES = {"event_consistency": CONSISTENCY, "delivery_summary": DELIVERIES}
@@ -92,6 +182,7 @@ def refresh(connection: duckdb.DuckDBPyConnection, scope: str, params: dict[str,
     for table, derivation in _TABLES.items():
         connection.execute(f"DELETE FROM {table} WHERE {_TOUCHED}", params)
         connection.execute(f"INSERT INTO {table} " + derivation.replace("{scope}", scope), params)
+    _refresh_flows(connection, scope, params)
 
 
 def rebuild(connection: duckdb.DuckDBPyConnection) -> None:
@@ -104,3 +195,6 @@ def rebuild(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute(
         "INSERT INTO delivery_summary " + DELIVERIES.replace("{scope}", "true") + " ORDER BY d.received_at"
     )
+    connection.execute("DELETE FROM flow_summary")
+    flows = FLOWS.replace("{flow_events}", FLOW_EVENTS).replace("{scope}", "true")
+    connection.execute("INSERT INTO flow_summary " + flows + " ORDER BY p.flow_id")

@@ -1,5 +1,5 @@
--- eventscope store, schema version 13: a summary per delivery, so the dashboard's fan-out,
--- topology and lag pages group and take percentiles over one narrow table instead of joining
+-- eventscope store, schema version 13: a summary per delivery and one per flow, so the
+-- dashboard's fan-out, topology, lag and workflows pages read narrow tables instead of joining
 -- deliveries with events at millions of events (docs/sql.md, "Summaries").
 --
 -- delivery_summary: one row per delivery whose event is stored, as the writer last derived it
@@ -20,4 +20,20 @@ CREATE TABLE IF NOT EXISTS delivery_summary (
     received_at       TIMESTAMPTZ NOT NULL,
     wait_us           BIGINT,
     processing_us     BIGINT
+);
+
+-- flow_summary: one row per flow (coalesce(correlation_id, event_id), as the workflows page
+-- groups events), as the writer last derived it for the flows a batch touched: how many events,
+-- when it started, its first and last event types, its last activity (publish, receive or
+-- settle), and how many of its deliveries are not settled with the first of them as a step
+-- ("type @ queue (not settled)"). The workflows page classifies flows from it and the orphans.
+CREATE TABLE IF NOT EXISTS flow_summary (
+    flow_id           VARCHAR NOT NULL,
+    events            BIGINT NOT NULL,
+    started_at        TIMESTAMPTZ,
+    first_event_type  VARCHAR,
+    last_event_type   VARCHAR,
+    last_activity_at  TIMESTAMPTZ,
+    unsettled         BIGINT NOT NULL,
+    unsettled_step    VARCHAR
 );
