@@ -187,3 +187,92 @@ def test_an_older_database_gets_its_summaries_on_migration(tmp_path: Path, versi
         assert kept == derived == expected
     finally:
         store.close()
+
+
+# The pages' questions as main asked them before the summaries (schema version 12): joins of
+# deliveries with events. The questions must answer exactly as these do.
+_WAIT_MS = "(epoch_us(d.received_at) - epoch_us(e.published_at)) / 1000.0"
+_BEFORE = {
+    "routes": f"""
+SELECT e.exchange, d.queue, d.consumer_service AS consumer, count(*) AS deliveries,
+       count(*) FILTER (WHERE d.outcome IS DISTINCT FROM 'ack') AS errors,
+       quantile_cont({_WAIT_MS}, 0.5) AS wait_p50_ms,
+       count(*) / greatest(date_diff('millisecond', min(d.received_at), max(d.received_at)) / 1000.0, 1.0)
+           AS deliveries_per_s
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+GROUP BY ALL ORDER BY deliveries DESC, e.exchange, d.queue, consumer
+""",
+    "queues": f"""
+WITH per AS (
+    SELECT d.queue, d.consumer_service, count(*) AS deliveries,
+           quantile_cont({_WAIT_MS}, [0.5, 0.95]) AS wait,
+           quantile_cont((epoch_us(d.settled_at) - epoch_us(d.received_at)) / 1000.0, [0.5, 0.95]) AS work
+    FROM deliveries d JOIN events e ON e.event_id = d.event_id
+    WHERE d.queue IS NOT NULL
+    GROUP BY ALL
+)
+SELECT queue, consumer_service, deliveries, wait[1] AS wait_p50_ms, wait[2] AS wait_p95_ms,
+       work[1] AS processing_p50_ms, work[2] AS processing_p95_ms
+FROM per ORDER BY wait_p95_ms DESC NULLS LAST, queue
+""",
+    "delivered": """
+WITH typed AS (SELECT event_type, count(*) AS events FROM events GROUP BY 1)
+SELECT e.event_type, d.queue, count(*) FILTER (WHERE NOT coalesce(d.redelivered, false)) AS delivered,
+       count(*) FILTER (WHERE d.outcome = 'ack') AS acked, any_value(t.events) AS events
+FROM deliveries d JOIN events e ON e.event_id = d.event_id JOIN typed t ON t.event_type = e.event_type
+WHERE d.queue IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+""",
+    "talks": """
+SELECT DISTINCT e.producer_service AS sender, d.consumer_service AS receiver
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE e.producer_service IS NOT NULL AND d.consumer_service IS NOT NULL
+  AND e.producer_service <> d.consumer_service ORDER BY ALL
+""",
+    "flows": """
+WITH flows AS (SELECT coalesce(correlation_id, event_id) AS flow_id, event_id FROM events)
+SELECT f.flow_id, count(DISTINCT f.event_id) AS events,
+       max(coalesce(d.settled_at, d.received_at)) AS last_handled_at,
+       count(d.event_id) FILTER (WHERE d.event_id IS NOT NULL AND d.outcome IS NULL) AS unsettled
+FROM flows f LEFT JOIN deliveries d ON d.event_id = f.event_id
+GROUP BY 1 ORDER BY 1
+""",
+}
+
+
+def test_the_questions_answer_as_the_joins_before_the_summaries(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "b.duckdb", grace_s=0)
+    try:
+        for batch in _scenario(random.Random(11), 60, 0) + _handled_elsewhere(random.Random(12), 12):
+            store.append([batch])
+        reader = store.reader()
+        before = {name: reader.execute(sql).fetchall() for name, sql in _BEFORE.items()}
+        topology, lag = queries.topology(reader), queries.lag(reader)
+        delivered = queries.fanout_delivered(reader)
+        flows = reader.execute(
+            "SELECT flow_id, events, last_activity_at, unsettled FROM flow_summary ORDER BY flow_id"
+        ).fetchall()
+        published = dict(
+            reader.execute(
+                "SELECT coalesce(correlation_id, event_id), max(published_at) FROM events GROUP BY 1"
+            ).fetchall()
+        )
+        reader.close()
+        assert all(before.values())
+        assert [tuple(row.values()) for row in topology["routes"]] == before["routes"]
+        assert [tuple(row.values()) for row in lag["queues"]] == before["queues"]
+        assert [
+            (r["event_type"], r["queue"], r["delivered"], r["acked"], r["events"]) for r in delivered
+        ] == before["delivered"]
+        talks = sorted((r["service"], r["sends_to"]) for r in topology["collaboration"])
+        senders = {sender for sender, _ in before["talks"]}
+        assert talks == sorted(
+            (s, sum(1 for sender, _ in before["talks"] if sender == s))
+            for s in senders | {receiver for _, receiver in before["talks"]}
+        )
+        expected_flows = [
+            (flow_id, events, max(t for t in (published[flow_id], handled) if t is not None), unsettled)
+            for flow_id, events, handled, unsettled in before["flows"]
+        ]
+        assert [tuple(row) for row in flows] == expected_flows
+    finally:
+        store.close()
