@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, 
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import failures
 from eventscope.tracer.sdk import provider as telemetry
-from eventscope.tracer.sdk.lean import share_prefix, tracer_for
+from eventscope.tracer.sdk.lean import LeanSpan, share_prefix, tracer_for
 from eventscope.tracer.sdk.propagation import (
     CAUSATION_HEADER,
     CORRELATION_HEADER,
@@ -67,6 +67,8 @@ def _destination(exchange: str, routing_key: str, queue: str = "") -> str:
 
 def _body_size(body: Any) -> int | None:
     """Bytes on the wire (pika sends a ``str`` body as UTF-8)."""
+    if type(body) is bytes:
+        return len(body)
     if isinstance(body, bytes | bytearray):
         return len(body)
     if isinstance(body, str):
@@ -153,9 +155,14 @@ class Delivery:
         self.settled = True
         if self.open:
             span = self.span
-            span.set_attribute(A.SETTLE_OUTCOME, outcome)
-            if requeue is not None:
-                span.set_attribute(A.SETTLE_REQUEUE, requeue)
+            if type(span) is LeanSpan and type(requeue) in (bool, type(None)):
+                span.set_known(A.SETTLE_OUTCOME, outcome)
+                if requeue is not None:
+                    span.set_known(A.SETTLE_REQUEUE, requeue)
+            else:
+                span.set_attribute(A.SETTLE_OUTCOME, outcome)
+                if requeue is not None:
+                    span.set_attribute(A.SETTLE_REQUEUE, requeue)
             if self.end_on_settle:
                 self.finish()
             return
@@ -207,10 +214,12 @@ class Settlements:
         self, delivery_tag: Any, multiple: bool, outcome: str, operation: str, requeue: bool | None
     ) -> None:
         pending = self._pending
-        if multiple:
-            tags = [tag for tag in pending if delivery_tag == 0 or tag <= delivery_tag]
-        else:
-            tags = [delivery_tag]
+        if not multiple:
+            delivery = pending.pop(delivery_tag, None)
+            if delivery is not None:
+                delivery.settle(outcome, operation, requeue)
+            return
+        tags = [tag for tag in pending if delivery_tag == 0 or tag <= delivery_tag]
         for tag in tags:
             delivery = pending.pop(tag, None)
             if delivery is not None:
@@ -228,6 +237,7 @@ class AmqpTracing:
         "_prefixes",
         "_resource",
         "_service",
+        "_state",
         "_version",
         "link_mode",
         "server_address",
@@ -253,12 +263,25 @@ class AmqpTracing:
         self._library = library
         self._version = version
         self._resource: tuple[Any, str | None] | None = None
-        self._prefixes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._state: tuple[Any, Any, str | None] | None = None
+        self._prefixes: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
 
     @property
     def tracer(self) -> Any:
         """The lean tracer when eventscope owns the provider, else the SDK's (see tracer.lean)."""
         return tracer_for(self._library, self._version, _SCHEMA_URL)
+
+    def _setup_state(self) -> tuple[Any, Any, str | None]:
+        """``(setup, tracer, the resource's service.name)`` for the current ``setup()``, kept per setup.
+
+        What ``tracer`` and ``_resource_service()`` answer, looked up once per ``setup()``
+        result instead of twice per message (``tracer_for`` itself caches per setup too).
+        """
+        setup = telemetry.current()
+        state = self._state
+        if state is None or state[0] is not setup:
+            state = self._state = (setup, self.tracer, self._resource_service())
+        return state
 
     @property
     def service(self) -> str | None:
@@ -286,21 +309,21 @@ class AmqpTracing:
         if self.server_port:
             attributes[A.SERVER_PORT] = self.server_port
 
-    def _prefix(self, key: tuple[Any, ...], build: Any) -> dict[str, Any]:
-        """The attributes every span of this channel with ``key`` shares, built once.
+    def _prefix(self, key: tuple[Any, ...], build: Any) -> tuple[dict[str, Any], str]:
+        """The attributes every span of this channel with ``key`` shares, and their span name, built once.
 
-        Each span's attributes start as a copy of it (one dict copy instead of a dict built
-        pair by pair), and the lean encoder writes it as one cached block
+        Each span's attributes start as a copy of the dict (one dict copy instead of a dict
+        built pair by pair), and the lean encoder writes it as one cached block
         (``lean.share_prefix``). Never mutated once built.
         """
-        prefix = self._prefixes.get(key)
-        if prefix is None:
+        entry = self._prefixes.get(key)
+        if entry is None:
             if len(self._prefixes) >= _MAX_PREFIXES:
                 self._prefixes.clear()
-            prefix = self._prefixes[key] = build(*key)
-        return prefix
+            entry = self._prefixes[key] = build(*key)
+        return entry
 
-    def _publish_prefix(self, _kind: str, exchange: str, routing_key: str) -> dict[str, Any]:
+    def _publish_prefix(self, _kind: str, exchange: str, routing_key: str) -> tuple[dict[str, Any], str]:
         attributes: dict[str, Any] = {
             A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
             A.MESSAGING_OPERATION_TYPE: A.OP_SEND,
@@ -311,7 +334,7 @@ class AmqpTracing:
         if routing_key:
             attributes[A.MESSAGING_ROUTING_KEY] = routing_key
         self._network(attributes)
-        return attributes
+        return attributes, f"publish {exchange or A.DEFAULT_EXCHANGE}"
 
     def _delivery_prefix(
         self,
@@ -321,7 +344,7 @@ class AmqpTracing:
         routing_key: str,
         redelivered: bool,
         auto_ack: bool,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str]:
         attributes: dict[str, Any] = {
             A.MESSAGING_SYSTEM: A.SYSTEM_RABBITMQ,
             A.MESSAGING_OPERATION_TYPE: operation,
@@ -338,7 +361,7 @@ class AmqpTracing:
         if routing_key:
             attributes[A.MESSAGING_ROUTING_KEY] = routing_key
         self._network(attributes)
-        return attributes
+        return attributes, f"{'process' if operation == A.OP_PROCESS else 'receive'} {queue}"
 
     def start_publish(
         self, exchange: str, routing_key: str, body: Any, properties: Any, new_properties: Any
@@ -367,42 +390,41 @@ class AmqpTracing:
         if props.timestamp is None:
             props.timestamp = int(time.time())
         service = self.service
-        if props.app_id is None and service:
-            props.app_id = service
+        app_id = props.app_id
+        if app_id is None and service:
+            app_id = props.app_id = service
+        _setup, tracer, resource_service = self._setup_state()
 
-        prefix = self._prefix(("publish", exchange, routing_key), self._publish_prefix)
+        prefix, name = self._prefix(("publish", exchange, routing_key), self._publish_prefix)
         attributes = prefix.copy()
-        attributes[A.MESSAGING_MESSAGE_ID] = str(event_id)
+        attributes[A.MESSAGING_MESSAGE_ID] = event_id if type(event_id) is str else str(event_id)
         if props.correlation_id:
             attributes[A.MESSAGING_CONVERSATION_ID] = str(props.correlation_id)
         if props.type and props.type != routing_key:  # the collector falls back to the routing key
             attributes[A.EVENT_TYPE] = str(props.type)
-        if props.app_id and props.app_id != self._resource_service():  # else implied by the resource
-            attributes[A.PRODUCER] = str(props.app_id)
-        size = _body_size(body)
+        if app_id and app_id != resource_service:  # else implied by the resource
+            attributes[A.PRODUCER] = str(app_id)
+        size = len(body) if type(body) is bytes else _body_size(body)
         if size is not None:
             attributes[A.MESSAGING_BODY_SIZE] = size
 
         if headers is not None:
-            # "missing" means the key is absent: values the application set stay, whatever their type
-            if CAUSATION_HEADER not in headers and handling is not None and handling.event_id:
-                headers[CAUSATION_HEADER] = handling.event_id
-            # a root event is its own flow: no header, the collector infers its correlation
-            if CORRELATION_HEADER not in headers and handling is not None and handling.correlation_id:
-                headers[CORRELATION_HEADER] = handling.correlation_id
-            causation = decode_header(headers.get(CAUSATION_HEADER))
-            correlation = decode_header(headers.get(CORRELATION_HEADER))
-            if causation:
-                attributes[A.CAUSATION_ID] = causation
-            if correlation and correlation != event_id:  # a root event is its own flow: implied
-                attributes[A.CORRELATION_ID] = correlation
+            if handling is not None:
+                # "missing" means the key is absent: values the application set stay, whatever their type
+                if CAUSATION_HEADER not in headers and handling.event_id:
+                    headers[CAUSATION_HEADER] = handling.event_id
+                # a root event is its own flow: no header, the collector infers its correlation
+                if CORRELATION_HEADER not in headers and handling.correlation_id:
+                    headers[CORRELATION_HEADER] = handling.correlation_id
+            if headers:  # an empty table (a root event's, usually) carries neither
+                causation = decode_header(headers.get(CAUSATION_HEADER))
+                correlation = decode_header(headers.get(CORRELATION_HEADER))
+                if causation:
+                    attributes[A.CAUSATION_ID] = causation
+                if correlation and correlation != event_id:  # a root event is its own flow: implied
+                    attributes[A.CORRELATION_ID] = correlation
 
-        span = self.tracer.start_span(
-            f"publish {exchange or A.DEFAULT_EXCHANGE}",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes=attributes,
-        )
+        span = tracer.start_span(name, context=parent, kind=SpanKind.PRODUCER, attributes=attributes)
         share_prefix(span, prefix)
         if headers is not None:
             inject(headers, span, parent)
@@ -411,7 +433,6 @@ class AmqpTracing:
 
     def start_delivery(
         self,
-        *,
         operation: str,
         queue: str,
         exchange: str,
@@ -442,7 +463,7 @@ class AmqpTracing:
 
         event_id = getattr(properties, "message_id", None)
         event_id = str(event_id) if event_id else None
-        prefix = self._prefix(
+        prefix, name = self._prefix(
             (operation, queue, exchange, routing_key, bool(redelivered), auto_ack), self._delivery_prefix
         )
         attributes = prefix.copy()
@@ -464,12 +485,12 @@ class AmqpTracing:
                 deaths = headers.get("x-death")
                 if deaths:
                     _deaths(deaths, attributes)
-        size = _body_size(body)
+        size = len(body) if type(body) is bytes else _body_size(body)
         if size is not None:
             attributes[A.MESSAGING_BODY_SIZE] = size
 
-        span = self.tracer.start_span(
-            f"{'process' if operation == A.OP_PROCESS else 'receive'} {queue}",
+        span = self._setup_state()[1].start_span(
+            name,
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,

@@ -47,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import logging
+import struct
 import threading
 import time
 import weakref
@@ -72,6 +73,7 @@ logger = logging.getLogger(__name__)
 
 _LIBRARY = "eventscope.adapters.aio_pika"
 _VERSION = "0.1.0"
+_OUTCOMES = {"ack": A.OUTCOME_ACK, "nack": A.OUTCOME_NACK}  # the rest: reject
 
 # Traced aio-pika channels and their tracing; unsettled deliveries per aiormq channel
 # (delivery tags are per AMQP channel, and a robust channel gets a new one on reconnect).
@@ -101,12 +103,123 @@ _MESSAGE_FIELDS = (
 )
 
 
+class _Unusual(Exception):
+    """A property value the one-step encoding leaves to pamqp (it raises or encodes it itself)."""
+
+
+_pack_long = struct.Struct(">I").pack
+_pack_timestamp = struct.Struct(">Q").pack
+_SHORT_LENGTHS = tuple(bytes((i,)) for i in range(256))
+# Basic.Properties fields the one-step encoding writes, in pamqp's order, with their flags;
+# the others must be unset (None or "", which pamqp leaves out too)
+_TEXT_FIELDS = (("correlation_id", 1 << 10), ("message_id", 1 << 7))
+_LATE_TEXT_FIELDS = (("message_type", 1 << 5), ("app_id", 1 << 3))
+_OCTET_FIELDS = (("delivery_mode", 1 << 12), ("priority", 1 << 11))
+_OTHER_FIELDS = (
+    "content_type",
+    "content_encoding",
+    "reply_to",
+    "expiration",
+    "user_id",
+    "cluster_id",
+)
+
+
+def _short_string(value: Any) -> bytes:
+    if type(value) is not str:
+        raise _Unusual
+    raw = value.encode("utf-8")
+    if len(raw) > 255:
+        raise _Unusual
+    return _SHORT_LENGTHS[len(raw)] + raw
+
+
+class _Properties(aiormq.spec.Basic.Properties):
+    """The properties of the copy eventscope sends, marshalled in one step in the common shape.
+
+    pamqp's ``marshal`` visits every field and dispatches each value by its AMQP type name:
+    for eventscope's metadata that is most of what the extra properties cost a publish. When
+    only text fields, an aware ``datetime`` timestamp and a header table of short text keys and
+    text values are set, they are written here directly: the same bytes
+    (tests/adapters/test_aio_pika_properties.py compares them). Anything else is pamqp's.
+    """
+
+    __slots__ = ()
+
+    def marshal(self) -> bytes:
+        try:
+            for name in _OTHER_FIELDS:
+                value = getattr(self, name)
+                if value is not None and value != "":
+                    raise _Unusual
+            flags = 0
+            parts = []
+            headers = self.headers
+            if headers is not None and headers != "":
+                if type(headers) is not dict:
+                    raise _Unusual
+                table = []
+                for key, value in sorted(headers.items()):
+                    if type(key) is not str or type(value) is not str:
+                        raise _Unusual
+                    encoded_key = key.encode("utf-8")
+                    if len(encoded_key) > 128:  # pamqp truncates such keys, with a warning
+                        raise _Unusual
+                    raw = value.encode("utf-8")
+                    table.append(
+                        _SHORT_LENGTHS[len(encoded_key)] + encoded_key + b"S" + _pack_long(len(raw)) + raw
+                    )
+                encoded = b"".join(table)
+                flags = 1 << 13
+                parts.append(_pack_long(len(encoded)) + encoded)
+            for name, flag in _OCTET_FIELDS:
+                value = getattr(self, name)
+                if value is not None and value != "":
+                    if not isinstance(value, int) or not 0 <= value <= 255:  # DeliveryMode is an IntEnum
+                        raise _Unusual
+                    flags |= flag
+                    parts.append(_SHORT_LENGTHS[value])
+            for name, flag in _TEXT_FIELDS:
+                value = getattr(self, name)
+                if value is not None and value != "":
+                    flags |= flag
+                    parts.append(_short_string(value))
+            stamp = self.timestamp
+            if stamp is not None and stamp != "":
+                if type(stamp) is not dt.datetime or stamp.utcoffset() is None:
+                    raise _Unusual
+                flags |= 1 << 6
+                parts.append(_pack_timestamp(int(stamp.timestamp())))
+            for name, flag in _LATE_TEXT_FIELDS:
+                value = getattr(self, name)
+                if value is not None and value != "":
+                    flags |= flag
+                    parts.append(_short_string(value))
+        except (_Unusual, AttributeError, struct.error):
+            pass  # pamqp's own marshal below, outside this handler: its errors stay its own
+        else:
+            return struct.pack(">H", flags) + b"".join(parts)
+        return super().marshal()
+
+
 class _MessageCopy(Message):
     """The copy eventscope sends: a ``Message`` whose fields the adapter fills without
     aio-pika's per-assignment lock check (it is never locked; nobody else holds it)."""
 
     __slots__ = ()
     __setattr__ = object.__setattr__  # type: ignore[assignment]
+
+    @property
+    def properties(self) -> aiormq.spec.Basic.Properties:
+        """What ``Message.properties`` builds (aio-pika's code), as properties that marshal in one step."""
+        built = _message_properties(self)
+        if type(built) is aiormq.spec.Basic.Properties:
+            built.__class__ = _Properties  # same slots: only marshal() differs
+        return built
+
+
+_Properties.__slots__ = aiormq.spec.Basic.Properties.__slots__  # what pamqp iterates to marshal and compare
+_message_properties = Message.properties.fget
 
 
 def _copy_message(message: Any) -> Message:
@@ -155,22 +268,43 @@ def _new_tracing(channel: Any, service: str | None, link_mode: str) -> AmqpTraci
     )
 
 
+# The last channel looked up in each registry and what it holds: a weak reference, so a closed
+# channel is still forgotten; calling it costs less than the weak dictionary's look-up, which
+# makes a new weak reference every time. Only found entries are kept (a channel may be
+# registered later; an entry never changes once made).
+_last_tracing: tuple[Any, AmqpTracing | None] = (None, None)
+_last_settlements: tuple[Any, Settlements | None] = (None, None)
+
+
 def _tracing_for(channel: Any) -> AmqpTracing | None:
+    global _last_tracing
     if not _channels or suppressed():
         return None
+    reference, tracing = _last_tracing
+    if reference is not None and reference() is channel and channel is not None:
+        return tracing
     try:
-        return _channels.get(channel)
+        tracing = _channels.get(channel)
+        if tracing is not None:
+            _last_tracing = (weakref.ref(channel), tracing)
+        return tracing
     except TypeError:  # an unhashable stand-in channel
         return None
 
 
 def _settlements_for(message: Any, create: bool) -> Settlements | None:
+    global _last_settlements
     underlay = getattr(message, "_IncomingMessage__channel", None)
     if underlay is None:
         return None
+    reference, pending = _last_settlements
+    if reference is not None and reference() is underlay:
+        return pending
     pending = _settlements.get(underlay)
     if pending is None and create:
         pending = _settlements[underlay] = Settlements()
+    if pending is not None:
+        _last_settlements = (weakref.ref(underlay), pending)
     return pending
 
 
@@ -212,20 +346,25 @@ def _make_publish(following: Callable[..., Any], pristine: Callable[..., Any]) -
 
 # -- consume ------------------------------------------------------------------------------
 def _start(
-    tracing: AmqpTracing, operation: str, queue: str, message: Any, auto_ack: bool, **extra: Any
+    tracing: AmqpTracing,
+    operation: str,
+    queue: str,
+    message: Any,
+    auto_ack: bool,
+    start_time: int | None = None,
 ) -> Delivery | None:
     try:
-        delivery = tracing.start_delivery(
-            operation=operation,
-            queue=queue,
-            exchange=message.exchange or "",
-            routing_key=message.routing_key or "",
-            delivery_tag=message.delivery_tag,
-            redelivered=message.redelivered,
-            properties=message,
-            body=message.body,
-            auto_ack=auto_ack,
-            **extra,
+        delivery = tracing.start_delivery(  # positional: cheaper than keywords on every delivery
+            operation,
+            queue,
+            message.exchange or "",
+            message.routing_key or "",
+            message.delivery_tag,
+            message.redelivered,
+            message,
+            message.body,
+            auto_ack,
+            start_time,
         )
         if not auto_ack:
             pending = _settlements_for(message, create=True)
@@ -451,10 +590,7 @@ def _make_close(original: Callable[..., Any]) -> Callable[..., Any]:
 def _settled(message: Any, multiple: bool, operation: str, requeue: bool | None) -> None:
     if not _settlements:
         return
-    if requeue:
-        outcome = A.OUTCOME_REQUEUE
-    else:
-        outcome = {"ack": A.OUTCOME_ACK, "nack": A.OUTCOME_NACK}.get(operation, A.OUTCOME_REJECT)
+    outcome = A.OUTCOME_REQUEUE if requeue else _OUTCOMES.get(operation, A.OUTCOME_REJECT)
     try:
         pending = _settlements_for(message, create=False)
         if pending is not None:

@@ -7,7 +7,15 @@ depth-50 chain and a 1,000-event fan-out), then times: loading (rows/s through e
 the fan-out root, and what an insert of a fixed 10k-span batch costs at this table size (the
 derive cost: span_messages is filled by a materialized view, so it should not grow with the
 table). Figures go to bench/README.md. chDB holds one data path per process: one run, one
-directory.
+directory; ``--baseline DIR`` runs another tree's eventscope (a directory holding an
+``eventscope`` package) instead of the installed one, so two trees are compared by running
+this script twice, interleaved.
+
+Both stores answer the orphans from what their writer maintains: DuckDB's
+``maintained_orphans(30)`` (``delivery_state``, what the ``orphans`` view and the dashboard
+read) and chDB's ``orphans_after(grace_s = 30)`` (``derived_fates``). DuckDB's
+``orphans_after(30)`` re-derives every event's fate on each call (the path for tables edited
+by hand), so it is not the question to compare with.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if "--baseline" in sys.argv:  # before anything imports eventscope
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--baseline") + 1]).resolve()))
 
 from collector import Dataset
 
 from eventscope.tracer.ingest.recorder import Recorder
+from eventscope.tracer.query import questions
 from eventscope.tracer.store.clickhouse.engine import open_chdb
 from eventscope.tracer.store.clickhouse.store import ClickHouseStore
 from eventscope.tracer.store.duckdb_store import Store
@@ -66,37 +77,28 @@ def run(events: int, root: Path) -> dict[str, float]:
     _note(figures, "duckdb_load_spans_per_s", spans / seconds)
     _note(figures, "duckdb_load_spans_per_cpu_s", spans / cpu)
     ch = ClickHouseStore(open_chdb(str(root / "chdb")), f"chdb://{root / 'chdb'}")
-    for table in (
-        "otel_traces",
-        "span_messages",
-        "span_tree",
-        "span_keys",
-        "span_links",
-        "derived_events",
-        "derived_deliveries",
-        "derived_edges",
-        "derived_fates",
-        "derive_keys",
-        "derive_spans",
-        "derive_scope",
-        "derive_resolved",
-        "broker_events",
-        "broker_deliveries",
-    ):
-        ch.engine.command(f"TRUNCATE TABLE {table}")
+    tables = ch.engine.query_arrow(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree%'"
+    ).to_pylist()
+    for table in tables:  # one data path per process: a second --events starts from empty tables
+        ch.engine.command(f"TRUNCATE TABLE {table['name']}")
     seconds, cpu, spans = _load(ch, ch_data)
     _note(figures, "chdb_load_spans_per_s", spans / seconds)
     _note(figures, "chdb_load_spans_per_cpu_s", spans / cpu)
     _note(figures, "chdb_derive_share_of_load_pct", 100 * ch.derived.seconds / seconds)
     con = duck.reader()
     q = ch.engine.query_arrow
-    orphans = "SELECT count(*) FROM orphans_after(30)"
+    orphans = "SELECT count(*) FROM maintained_orphans(30)"
     ch_orphans = "SELECT count() FROM orphans_after(grace_s = 30)"
     recent = " WHERE published_at > now() - INTERVAL 15 MINUTE"
     _note(figures, "duckdb_orphans_ms", _best(lambda: con.execute(orphans).fetchall()))
     _note(figures, "chdb_orphans_ms", _best(lambda: q(ch_orphans)))
     _note(figures, "duckdb_orphans_recent_ms", _best(lambda: con.execute(orphans + recent).fetchall()))
     _note(figures, "chdb_orphans_recent_ms", _best(lambda: q(ch_orphans + recent)))
+    # the orphans page's question (the first 1,000 rows, newest first), through the query layer
+    ch_con = ch.reader()
+    _note(figures, "duckdb_orphans_page_ms", _best(lambda: questions.orphans(con, limit=1000)))
+    _note(figures, "chdb_orphans_page_ms", _best(lambda: questions.orphans(ch_con, limit=1000)))
     for name, root_id in (("depth50", duck_data.depth_root), ("fanout1000", duck_data.fan_root)):
         _note(
             figures,
@@ -108,6 +110,9 @@ def run(events: int, root: Path) -> dict[str, float]:
             f"chdb_chain_{name}_ms",
             _best(lambda r=root_id: q("SELECT count() FROM chain(event_id = {r:String})", {"r": r})),
         )
+        # the chain page's question: the chain with each event's facts and delivery count
+        _note(figures, f"duckdb_chain_page_{name}_ms", _best(lambda r=root_id: questions.chain(con, r)))
+        _note(figures, f"chdb_chain_page_{name}_ms", _best(lambda r=root_id: questions.chain(ch_con, r)))
     extra_batches = list(Dataset(3400, seed=11).batches())[1:]  # ~10k spans
     derived_before = ch.derived.seconds
     t = time.perf_counter()
@@ -128,14 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=_REPEAT, help="timed runs per question (the best is kept)"
     )
+    parser.add_argument("--baseline", help="a directory holding the eventscope package to run")
     args = parser.parse_args(argv)
+    import eventscope.tracer
+
+    print(f"{'eventscope from':32} {Path(eventscope.tracer.__file__).resolve().parents[1]}", flush=True)
     _REPEAT = max(1, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         for events in args.events or [100_000]:
             figures = run(events, Path(tmp))
             ratios = [
                 figures[f"chdb_{k}_ms"] / max(figures[f"duckdb_{k}_ms"], 1e-3)
-                for k in ("orphans", "orphans_recent", "chain_depth50", "chain_fanout1000")
+                for k in ("orphans", "orphans_recent", "orphans_page", "chain_depth50", "chain_fanout1000")
             ]
             print(f"{'chdb/duckdb (median of questions)':32} {statistics.median(ratios):12.2f}")
     return 0

@@ -14,6 +14,12 @@ is what is measured: user + system seconds of the collector process and every pr
 it (``/proc``), from the first measured request to the last 200 (a 200 comes after the
 commit), divided by the spans committed. Figures are medians over the rounds; the load
 average is printed before and after. Printed, never asserted.
+
+``--parts GROUPS`` measures instead, in one process per tree (interleaved the same way), where
+the collector's CPU goes without HTTP: per span, decoding + normalising (``normalise_protobuf``),
+lineage, and ``Store.append`` (process CPU time, DuckDB's threads included), over ``GROUPS``
+groups of three 512-span requests committed together as the writer groups them; min and median
+over the groups after five warm-up groups.
 """
 
 from __future__ import annotations
@@ -167,6 +173,54 @@ def one_round(
     }
 
 
+_PARTS = """
+import os, statistics, sys, tempfile, time
+sys.path.insert(0, sys.argv[1])
+from ingest_cpu import build_requests
+from eventscope.tracer.ingest.normaliser import normalise_protobuf
+from eventscope.tracer.ingest.recorder import Recorder
+from eventscope.tracer.store.batches import Resolution
+from eventscope.tracer.store.duckdb_store import Store
+groups, warmup = int(sys.argv[2]), 5
+requests = build_requests(3 * (groups + warmup), 512)
+with tempfile.TemporaryDirectory() as tmp:
+    recorder = Recorder(Store.open(os.path.join(tmp, "parts.duckdb")))
+    parts = {"decode": [], "lineage": [], "append": []}
+    for g in range(groups + warmup):
+        t0 = time.process_time()
+        batches = [normalise_protobuf(body) for body in requests[3 * g : 3 * g + 3]]
+        t1 = time.process_time()
+        resolution = Resolution()
+        for batch in batches:
+            resolution.merge(recorder.lineage.apply(batch))
+        t2 = time.process_time()
+        recorder.store.append(batches, resolution)
+        t3 = time.process_time()
+        if g >= warmup:
+            for name, spent in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+                parts[name].append(spent / 1536 * 1e6)
+    recorder.store.close()
+print(" ".join(f"{n}={min(v):.2f},{statistics.median(v):.2f}" for n, v in parts.items()))
+"""
+
+
+def parts_round(tree: str | None, groups: int) -> dict[str, tuple[float, float]]:
+    """(min, median) µs CPU per span of each part, in a fresh process importing ``tree``."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+    here = str(Path(__file__).resolve().parent)
+    out = subprocess.run(
+        [sys.executable, "-c", _PARTS, here, str(groups)], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()[-3:]
+    figures = {}
+    for item in out:
+        name, values = item.split("=")
+        low, mid = values.split(",")
+        figures[name] = (float(low), float(mid))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -182,9 +236,12 @@ def main() -> None:
         default="",
         help="comma-separated modules the baseline cannot import (e.g. httptools,uvloop: main's deps)",
     )
+    parser.add_argument(
+        "--parts", type=int, metavar="GROUPS", help="measure decode / lineage / append in process instead"
+    )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
-    requests = build_requests(args.requests + _WARMUP_REQUESTS, args.spans)
+    requests = [] if args.parts else build_requests(args.requests + _WARMUP_REQUESTS, args.spans)
     trees: list[tuple[str, str | None]] = [("this tree", None)]
     if args.baseline:
         path = str(Path(args.baseline).resolve())
@@ -195,6 +252,18 @@ def main() -> None:
     for r in range(args.rounds):
         order = trees if r % 2 == 0 else trees[::-1]
         for name, tree in order:
+            if args.parts:
+                parts = parts_round(tree, args.parts)
+                results[name].append(
+                    {f"{k} {m}": v[i] for k, v in parts.items() for i, m in enumerate(("min", "med"))}
+                )
+                print(
+                    f"round {r + 1} {name:>9}: "
+                    + ", ".join(f"{k} {low:.1f} (median {mid:.1f})" for k, (low, mid) in parts.items())
+                    + f" µs CPU/span, load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+                continue
             figures = one_round(tree, requests, args.spans, args.senders)
             results[name].append(figures)
             print(
@@ -206,6 +275,9 @@ def main() -> None:
     print(f"load average after: {os.getloadavg()}")
     for name, rows in results.items():
         med: dict[str, Any] = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+        if args.parts:
+            print(f"median {name:>9}: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()) + " µs CPU/span")
+            continue
         print(
             f"median {name:>9}: {med['cpu_us_per_span']:6.1f} µs CPU/span, "
             f"{med['spans_per_s']:8,.0f} spans/s, {med['cores']:.2f} cores"

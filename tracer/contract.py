@@ -16,6 +16,7 @@ the SDK, and services write it without loading DuckDB. docs/adapters.md describe
 from __future__ import annotations
 
 import random
+import re
 import time
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ CAUSATION_HEADER: Final = "x-causation-id"
 CORRELATION_HEADER: Final = "x-correlation-id"
 _MAX_HEADER_CHARS = 8192  # W3C baggage's own limit; longer values are not trace context
 _HEX = frozenset("0123456789abcdef")
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def decode_header(value: Any) -> str | None:
@@ -54,6 +56,11 @@ def parse_traceparent(value: str | None) -> tuple[int, int, int] | None:
     """
     if value is None:
         return None
+    usual = _TRACEPARENT_00.fullmatch(value)
+    if usual is not None:  # the usual shape, in one C-level match: version 00, nothing around it
+        trace_hex, span_hex, flags_hex = usual.groups()
+        trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+        return (trace_id, span_id, int(flags_hex, 16)) if trace_id and span_id else None
     value = value.strip(" \t")
     if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
         return None
@@ -74,17 +81,14 @@ def new_event_id() -> str:
     The random bits come from ``random`` (reseeded after fork), as OpenTelemetry's span
     ids do: event IDs must be unique, not unguessable.
     """
-    ms = time.time_ns() // 1_000_000
+    ms = time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF
     rand = random.getrandbits(80)  # like OTel's span ids: unique, not secret, no syscall
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | (rand >> 68 & 0xFFF) << 64
-        | 0b10 << 62
-        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    # the five groups formatted at once: 48-bit time, version 7 + 12 random bits,
+    # variant 0b10 + 14 random bits, 48 random bits (the same text as slicing 32 hex digits)
+    return (
+        f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-{0x7000 | rand >> 68 & 0xFFF:04x}"
+        f"-{0x8000 | rand >> 48 & 0x3FFF:04x}-{rand & 0xFFFF_FFFF_FFFF:012x}"
     )
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 # OpenTelemetry messaging semantic conventions (current names).

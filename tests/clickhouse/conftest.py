@@ -22,6 +22,8 @@ _TABLES = (
     "derived_events",
     "derived_deliveries",
     "derived_edges",
+    "edge_flows",
+    "event_flows",
     "derived_fates",
     "derive_keys",
     "derive_spans",

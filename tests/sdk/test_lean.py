@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from eventscope.adapters.pika import instrument_channel
-from eventscope.tracer.sdk.lean import LeanSpan, LeanTracer
+from eventscope.tracer.sdk.lean import LeanSpan, LeanTracer, share_prefix
 from eventscope.tracer.sdk.provider import Telemetry
 
 
@@ -210,3 +210,51 @@ def test_span_contexts_built_directly_equal_the_public_constructor(monkeypatch, 
             )
             assert type(ours) is SpanContext and ours == public
             assert (ours.is_valid, ours.is_remote, ours.trace_state) == (True, remote, public.trace_state)
+
+
+def test_root_span_ids_from_one_random_draw_are_independent_and_the_parent_is_found_in_any_context():
+    _provider, exporter, setup = _owned()
+    lean = LeanTracer(setup, "scope", "1.0", "")
+    for _ in range(200):
+        lean.start_span("root").end()
+    spans = exporter.get_finished_spans()
+    # trace and span ids come from one 192-bit draw: neither repeats, and they do not overlap
+    assert len({s.context.trace_id for s in spans}) == len({s.context.span_id for s in spans}) == 200
+    assert all(s.context.trace_id & 0xFFFF_FFFF_FFFF_FFFF != s.context.span_id for s in spans)
+    assert max(s.context.trace_id for s in spans) >= 1 << 120  # the full 128 bits are used
+
+    # the parent is read from the current span in every shape a context holds one
+    parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    local = lean.start_span("local parent")
+    contexts = {
+        "non-recording": trace.set_span_in_context(NonRecordingSpan(parent)),
+        "lean": trace.set_span_in_context(local),
+        "sdk": trace.set_span_in_context(_provider.get_tracer("sdk").start_span("sdk parent")),
+        "not a span": trace.set_span_in_context("junk"),  # get_current_span ignores it: a root
+    }
+    for name, ctx in contexts.items():
+        child = lean.start_span(name, context=ctx)
+        expected = trace.get_current_span(ctx).get_span_context()
+        if expected.is_valid:
+            assert child.parent == expected and child.context.trace_id == expected.trace_id, name
+        else:
+            assert child.parent is None, name
+        with trace.use_span(trace.get_current_span(ctx), end_on_exit=False):  # the same, as current
+            implicit = lean.start_span(name)
+        assert (implicit.parent or None) == (child.parent or None), name
+
+
+def test_set_known_is_set_attribute_for_plain_values():
+    _provider, exporter, setup = _owned()
+    lean = LeanTracer(setup, "scope", "1.0", "")
+    prefix = {"messaging.system": "rabbitmq"}
+    span = lean.start_span("x", attributes=dict(prefix))
+    share_prefix(span, prefix)
+    span.set_known("outcome", "ack")
+    assert span._prefix is prefix  # a new key keeps the shared block
+    span.set_known("messaging.system", "other")
+    assert span._prefix is None  # an overwrite drops it, as set_attribute does
+    span.end()
+    span.set_known("after-end", True)
+    (exported,) = exporter.get_finished_spans()
+    assert dict(exported.attributes) == {"messaging.system": "other", "outcome": "ack"}

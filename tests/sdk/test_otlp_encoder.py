@@ -144,3 +144,39 @@ def test_a_shared_prefix_is_encoded_once_and_overwrites_are_honoured():
         assert _parse(encode_request([span])) == encode_spans([span])
     overwritten = [span for span in spans if span.attributes["server.port"] == 5673]
     assert overwritten and all(span._prefix is None for span in overwritten)
+
+
+def _lean_tracer(service: str, exporter: InMemorySpanExporter, scope: str) -> LeanTracer:
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    return LeanTracer(Telemetry(provider, "", owned=True, processor=processor), scope, "1", "")
+
+
+def test_per_message_values_of_every_length_and_interleaved_resources_equal_the_sdk_encoding():
+    # the inline lengths of the per-message pairs (one-byte and multi-byte varints), and a batch
+    # whose spans alternate between resources and scopes (the grouping looked up per run)
+    exporter = InMemorySpanExporter()
+    tracers = [
+        _lean_tracer("a", exporter, "scope-1"),
+        _lean_tracer("b", exporter, "scope-1"),
+        _lean_tracer("c", exporter, "scope-2"),
+    ]
+    prefix = {"messaging.system": "rabbitmq", "messaging.destination.name": "orders"}
+    values = ["", "x", "é" * 60, "y" * 127, "z" * 128, "w" * 20_000, 0, 127, 128, 2**40, -5, True, 2.5, ["a"]]
+    for index, value in enumerate(values * 2):
+        tracer = tracers[index % len(tracers)] if index < len(values) else tracers[0]
+        attributes = {
+            **prefix,
+            "messaging.message.id": value,
+            "messaging.rabbitmq.message.delivery_tag": index,
+            "messaging.message.body.size": value,
+        }
+        span = tracer.start_span("process orders", kind=SpanKind.CONSUMER, attributes=attributes)
+        share_prefix(span, prefix)
+        span.end()
+    spans = exporter.get_finished_spans()
+    assert len({id(span.resource) for span in spans}) == 3
+    assert _parse(encode_request(spans)) == encode_spans(spans)
+    for span in spans:
+        assert _parse(encode_request([span])) == encode_spans([span])

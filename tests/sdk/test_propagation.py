@@ -150,6 +150,10 @@ def test_fast_traceparent_parsing_agrees_with_the_otel_propagator():
         "00-00000000000000000000000000000000-b7ad6b7169203331-01",
         "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        "00-00000000000000000000000000000000-0000000000000000-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-ff",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-012",
         "",
         "00",
     ]
@@ -168,3 +172,18 @@ def test_fast_traceparent_parsing_agrees_with_the_otel_propagator():
     for value in corpus:
         for headers in ({"traceparent": value}, {"traceparent": value, "tracestate": "a=1,b=2"}):
             assert _our_reading(headers) == _otel_reading(headers), headers
+
+
+def test_new_event_id_text_is_the_uuid_module_s_for_the_same_bits(monkeypatch):
+    from eventscope.tracer import contract
+
+    rng = random.Random(16)
+    for _ in range(2000):
+        ms, rand = rng.getrandbits(48), rng.getrandbits(80)
+        monkeypatch.setattr(contract.time, "time_ns", lambda ms=ms: ms * 1_000_000 + 999_999)
+        monkeypatch.setattr(contract.random, "getrandbits", lambda _bits, rand=rand: rand)
+        text = contract.new_event_id()
+        value = ms << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
+        assert text == str(uuid.UUID(int=value))
+        parsed = uuid.UUID(text)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and parsed.int >> 80 == ms

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from eventscope.tracer.ingest.normaliser import normalise, synthesized_event_id
 from eventscope.tracer.query import questions as queries
+from eventscope.tracer.store import duckdb_store
 from eventscope.tracer.store.duckdb_store import (
     _MIGRATIONS,
     SCHEMA_VERSION,
@@ -258,6 +260,43 @@ def test_replayed_spans_are_found_whatever_else_their_batch_holds(store: Store) 
     assert rows(store, "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans") == [(4, 4)]
     assert rows(store, "SELECT count(*) FROM deliveries") == [(1,)]
     assert rows(store, "SELECT event_id FROM events ORDER BY event_id") == [("A",), ("B",), ("C",)]
+
+
+def test_a_span_id_stored_in_another_trace_is_not_a_replay(store: Store) -> None:
+    """The replay lookup asks the stored spans by span id: a span with the id of a stored span
+    of another trace, in the same instant, is new (found pairs are matched by both ids).
+    """
+    shared = new_span_id()
+    first = publish(trace_id=new_trace(), event_id="A", span_id=shared)
+    second = publish(trace_id=new_trace(), event_id="B", span_id=shared)
+    store.append([normalise(request(first))])
+    store.append([normalise(request(second, first))])
+    assert rows(store, "SELECT count(*), count(DISTINCT trace_id) FROM spans") == [(2, 2)]
+    assert rows(store, "SELECT event_id FROM events ORDER BY event_id") == [("A",), ("B",)]
+
+
+def test_rows_become_the_arrow_table_from_pylist_makes() -> None:
+    """The writer's transposed rows-to-Arrow against pyarrow's own ``from_pylist``, on rows with
+    every column kind: NULLs, links, errors, legacy names, a settle, a span without messaging.
+    """
+    trace_id, producer_id, consumer_id = new_trace(), new_span_id(), new_span_id()
+    batch = normalise(
+        request(
+            publish(trace_id=trace_id, event_id=None, span_id=producer_id),
+            publish(trace_id=trace_id, event_id="B", parent=consumer_id, causation_id="A", start_ms=12),
+            process(trace_id=trace_id, parent=producer_id, event_id=None, queue="q", span_id=consumer_id),
+            process(trace_id=trace_id, parent=producer_id, event_id="A", queue="q", outcome=None),
+            settle(trace_id=trace_id, delivery=consumer_id, outcome="nack", queue="q"),
+        )
+    )
+    for rows_, schema in (
+        (batch.spans, duckdb_store._SPANS),
+        (batch.events, duckdb_store._EVENTS),
+        (batch.deliveries, duckdb_store._DELIVERIES),
+        ([], duckdb_store._SPANS),
+    ):
+        assert duckdb_store._arrow(rows_, schema).equals(pa.Table.from_pylist(rows_, schema=schema))
+    assert {row["event_id"] for row in batch.deliveries} == {None, "A"}
 
 
 @pytest.mark.parametrize(("table", "version"), [("spans", 7), ("events", 8)])

@@ -35,6 +35,8 @@ _TEMP_DESTINATION = "messaging.temp_destination"
 
 def text(value: Any) -> str | None:
     """An attribute value as text, or None (no value, an empty one, a map or a list)."""
+    if type(value) is str:  # nearly every value: the checks below only for the others
+        return value or None
     if value is None or isinstance(value, dict | list):
         return None
     if isinstance(value, bool):

@@ -50,6 +50,7 @@ KIND_CONSUMER = A.SPAN_KIND_CONSUMER
 _OUTCOMES = A.OUTCOMES
 _SETTLE_OPERATIONS = {"ack": A.OUTCOME_ACK, "nack": A.OUTCOME_NACK, "reject": A.OUTCOME_REJECT}
 _SYNTHESIZED_PREFIX = "otel-"
+_LEGACY_NAMES = frozenset(A.LEGACY)
 
 Key = tuple[str, str]
 
@@ -145,6 +146,8 @@ def _attributes(key_values: Iterable[Any]) -> dict[str, Any]:
 
 def _current_names(attributes: dict[str, Any]) -> dict[str, Any]:
     """``attributes`` with legacy names also visible under their current names."""
+    if attributes.keys().isdisjoint(_LEGACY_NAMES):  # most spans: no copy, no loop
+        return attributes
     merged = attributes
     for legacy, current in A.LEGACY.items():
         if legacy in attributes and current not in attributes:

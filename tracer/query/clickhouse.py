@@ -36,21 +36,26 @@ _ORPHAN_GAUGES = """
 SELECT reason, coalesce(queue, '') AS queue, coalesce(event_type, '') AS event_type, count() AS n
 FROM orphans GROUP BY reason, queue, event_type ORDER BY reason, queue, event_type
 """
+# The chain once (a scalar subquery runs once; a view or CTE named three times runs three times),
+# then its events' facts and delivery counts by key.
 _CHAIN = """
-SELECT c.event_id AS event_id, c.depth AS depth, c.cause_event_id AS cause_event_id,
+WITH (
+    SELECT groupArray((event_id, depth, cause_event_id)) FROM chain(event_id = {event_id:String})
+) AS found
+SELECT c.f.1 AS event_id, c.f.2 AS depth, c.f.3 AS cause_event_id,
        e.event_type AS event_type, e.exchange AS exchange, e.routing_key AS routing_key,
        e.producer_service AS producer_service, e.published_at AS published_at,
        coalesce(n.deliveries, 0) AS deliveries
-FROM chain(event_id = {event_id:String}) AS c
+FROM (SELECT arrayJoin(found) AS f) AS c
 LEFT JOIN (
-    SELECT * FROM events WHERE event_id IN (SELECT event_id FROM chain(event_id = {event_id:String}))
-) AS e ON e.event_id = c.event_id
+    SELECT * FROM events WHERE event_id IN (SELECT arrayJoin(arrayMap(f -> f.1, found)))
+) AS e ON e.event_id = c.f.1
 LEFT JOIN (
     SELECT grp AS event_id, count() AS deliveries FROM derived_deliveries FINAL
-    WHERE grp IN (SELECT event_id FROM chain(event_id = {event_id:String}))
+    WHERE grp IN (SELECT arrayJoin(arrayMap(f -> f.1, found)))
     GROUP BY grp
-) AS n ON n.event_id = c.event_id
-ORDER BY c.depth, e.published_at, c.event_id
+) AS n ON n.event_id = c.f.1
+ORDER BY depth, e.published_at, event_id
 """
 _EVENT = """
 SELECT * EXCEPT (routed_known, routed_queues), if(routed_known, routed_queues, NULL) AS routed_queues

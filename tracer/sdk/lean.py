@@ -24,9 +24,11 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -130,6 +132,23 @@ class LeanSpan(trace.Span, ReadableSpan):
             self._prefix = None
         self._attributes[key] = value
 
+    def set_known(self, key: str, value: str | bool | int | float) -> None:
+        """``set_attribute`` for a non-empty ``str`` key and a plain value the caller vouches for.
+
+        The adapters' settle outcome, written on an open delivery span once per message: the
+        same result as ``set_attribute`` (plain scalars are stored as they are), without its
+        checks of the key's and the value's types.
+        """
+        if self._end_time is not None:
+            return
+        attributes = self._attributes
+        if key not in attributes and len(attributes) >= _MAX_ATTRIBUTES:
+            return
+        prefix = self._prefix
+        if prefix is not None and key in prefix:
+            self._prefix = None
+        attributes[key] = value
+
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end_time is not None or len(self._events) >= _MAX_EVENTS:
             return
@@ -185,6 +204,16 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     def __repr__(self) -> str:
         return f"LeanSpan(name={self._name!r}, context={self._context!r})"
+
+
+def _span_key() -> str | None:
+    """The context key OpenTelemetry keeps the current span under (read, not imported: it is private)."""
+    probe = trace.set_span_in_context(trace.INVALID_SPAN, Context())
+    return next(iter(probe)) if len(probe) == 1 else None
+
+
+_SPAN_KEY = _span_key()
+_UNKNOWN = object()  # no known span key: ask get_current_span
 
 
 class LeanTracer:
@@ -262,7 +291,17 @@ class LeanTracer:
         if processors is not self._processors and processors != self._processors:
             # the application added a processor: it must see this span
             return self._fallback.start_span(name, context, kind, attributes, links, start_time)
-        parent = trace.get_current_span(context).get_span_context()
+        holder = (
+            (context if context is not None else otel_context.get_current()).get(_SPAN_KEY)
+            if _SPAN_KEY is not None
+            else _UNKNOWN
+        )
+        if holder is None:
+            parent = trace.INVALID_SPAN_CONTEXT
+        elif type(holder) in _PLAIN_SPANS:
+            parent = holder.get_span_context()
+        else:  # whatever get_current_span makes of it (it ignores a value that is not a Span)
+            parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             if not parent.trace_flags.sampled:
                 return self._fallback.start_span(name, context, kind, attributes, links, start_time)
@@ -271,12 +310,13 @@ class LeanTracer:
             trace_state = parent.trace_state
         else:
             parent = None
-            trace_id = random.getrandbits(128)
+            ids = random.getrandbits(192)  # trace id and span id from one call
+            trace_id = ids >> 64
             while trace_id == 0:  # pragma: no cover - one in 2**128
                 trace_id = random.getrandbits(128)
             flags = _SAMPLED_RANDOM
             trace_state = None
-        span_id = random.getrandbits(64)
+        span_id = random.getrandbits(64) if parent is not None else ids & 0xFFFF_FFFF_FFFF_FFFF
         while span_id == 0:  # pragma: no cover - one in 2**64
             span_id = random.getrandbits(64)
         span_context = compat.span_context(trace_id, span_id, False, flags, trace_state)
@@ -290,6 +330,10 @@ class LeanTracer:
             tuple(links) if links else (),
             start_time or time.time_ns(),
         )
+
+
+# Span classes whose get_span_context() answers what trace.get_current_span() would hand back.
+_PLAIN_SPANS = frozenset({LeanSpan, trace.NonRecordingSpan, SdkSpan})
 
 
 def share_prefix(span: Any, prefix: dict[str, Any]) -> None:

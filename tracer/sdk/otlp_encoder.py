@@ -64,6 +64,10 @@ def _varint(value: int) -> bytes:
         return _ONE_BYTE[value]
     if value < 0:
         value += 1 << 64
+    if value < 0x4000:  # delivery tags, sizes: two or three bytes, without the loop
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x20_0000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -119,20 +123,21 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
 
 
 def _pairs_of(number: int, items: Iterable[tuple[str, Any]]) -> bytes:
+    tag = _TAGS[number]
     parts = []
+    append = parts.append
     for key, value in items:
         kind = type(value)
-        cacheable = key not in _UNIQUE_VALUED and (
+        if key not in _UNIQUE_VALUED and (
             kind is bool or kind is int or (kind is str and len(value) <= _MAX_CACHED_VALUE_CHARS)
-        )
-        if cacheable:
+        ):
             cache_key = (number, key, kind, value)
             encoded = _pairs.get(cache_key)
             if encoded is None:
                 if len(_pairs) >= _MAX_CACHED_PAIRS:
                     _pairs.clear()
                 encoded = _pairs[cache_key] = _field(number, _key_value(key, value))
-            parts.append(encoded)
+            append(encoded)
             continue
         try:
             encoded_key = _keys.get(key)
@@ -140,13 +145,20 @@ def _pairs_of(number: int, items: Iterable[tuple[str, Any]]) -> bytes:
                 if len(_keys) >= _MAX_CACHED_PAIRS:
                     _keys.clear()
                 encoded_key = _keys[key] = _text(1, key)
+            # the per-message values (ids, tags, sizes): the AnyValue, its KeyValue field and
+            # the repeated field written with their lengths inline, no helper call per layer
             if kind is str:
-                any_value = _field(1, value.encode("utf-8"))
+                raw = value.encode("utf-8")
+                size = len(raw)
+                any_value = b"\x0a" + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + raw
             elif kind is int:
-                any_value = b"\x18" + _varint(value)
+                any_value = b"\x18" + (_ONE_BYTE[value] if 0 <= value < 0x80 else _varint(value))
             else:
                 any_value = _any_value(value)
-            parts.append(_field(number, encoded_key + _field(2, any_value)))
+            size = len(any_value)
+            pair = encoded_key + b"\x12" + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + any_value
+            size = len(pair)
+            append(tag + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + pair)
         except Exception as exc:  # the SDK encoder logs and skips such attributes too
             logger.exception("Failed to encode key %s: %s", key, exc)
     return b"".join(parts)
@@ -168,7 +180,6 @@ def _span_flags(parent: Any) -> int:
 
 
 _prefixes: dict[int, tuple[dict[str, Any], bytes]] = {}
-_names: dict[str, bytes] = {}
 _KIND_FIELDS = {kind: b"\x30" + _varint(_KINDS[kind.value]) for kind in SpanKind}
 _FLAGS_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
@@ -185,6 +196,12 @@ def _prefix_block(prefix: dict[str, Any]) -> bytes:
     return entry[1]
 
 
+_TIMES = struct.Struct("<BQBQ").pack  # start_time_unix_nano (field 7) and end (field 8), fixed64
+_TAIL_LOCAL_PARENT = _STATUS_UNSET + _FLAGS_LOCAL_PARENT
+_TAIL_REMOTE_PARENT = _STATUS_UNSET + _FLAGS_REMOTE_PARENT
+_named: dict[tuple[str, Any], bytes] = {}  # (name, kind) -> the encoded name and kind fields
+
+
 def _lean_span(span: LeanSpan) -> bytes:
     """A plain adapter span (no events, links, status or trace state) straight from its fields.
 
@@ -193,39 +210,37 @@ def _lean_span(span: LeanSpan) -> bytes:
     """
     context = span._context
     parent = span._parent
-    name = span._name
-    encoded_name = _names.get(name)
-    if encoded_name is None:
-        if len(_names) >= _MAX_CACHED_PAIRS:
-            _names.clear()
-        encoded_name = _names[name] = _text(5, name)
+    named_key = (span._name, span._kind)
+    named = _named.get(named_key)
+    if named is None:
+        if len(_named) >= _MAX_CACHED_PAIRS:
+            _named.clear()
+        named = _named[named_key] = _text(5, span._name) + _KIND_FIELDS[span._kind]
     attributes = span._attributes
     prefix = span._prefix
     if prefix is not None:
-        encoded_attributes = _prefix_block(prefix) + _pairs_of(
-            9, islice(attributes.items(), len(prefix), None)
-        )
+        entry = _prefixes.get(id(prefix))
+        block = entry[1] if entry is not None and entry[0] is prefix else _prefix_block(prefix)
+        if len(attributes) > len(prefix):
+            block += _pairs_of(9, islice(attributes.items(), len(prefix), None))
     else:
-        encoded_attributes = _pairs_of(9, attributes.items())
-    body = b"".join(
-        (
-            b"\x0a\x10",
+        block = _pairs_of(9, attributes.items())
+    if parent:
+        ids = b"\x0a\x10%b\x12\x08%b\x22\x08%b" % (
             context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08",
             context.span_id.to_bytes(8, "big"),
-            b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent else b"",
-            encoded_name,
-            _KIND_FIELDS[span._kind],
-            b"\x39",
-            _pack_fixed64(span._start_time or 0),
-            b"\x41",
-            _pack_fixed64(span._end_time or 0),
-            encoded_attributes,
-            _STATUS_UNSET,
-            _FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT,
+            parent.span_id.to_bytes(8, "big"),
         )
-    )
-    return _field(2, body)
+        tail = _TAIL_REMOTE_PARENT if parent.is_remote else _TAIL_LOCAL_PARENT
+    else:
+        ids = b"\x0a\x10%b\x12\x08%b" % (
+            context.trace_id.to_bytes(16, "big"),
+            context.span_id.to_bytes(8, "big"),
+        )
+        tail = _TAIL_LOCAL_PARENT
+    body = b"".join((ids, named, _TIMES(0x39, span._start_time or 0, 0x41, span._end_time or 0), block, tail))
+    size = len(body)
+    return b"\x12" + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + body
 
 
 def _span(span: ReadableSpan) -> bytes:
@@ -311,11 +326,20 @@ def _scope(scope: Any) -> bytes:
 def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     """``ExportTraceServiceRequest`` bytes for ``spans``, grouped by resource, then by scope."""
     groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+    last_resource = last_scope = last = None
     for span in spans:
-        resource = span.resource
-        scope = span.instrumentation_scope or None
-        scopes = groups.setdefault(id(resource), (resource, {}))[1]
-        scopes.setdefault(id(scope), (scope, []))[1].append(_span(span))
+        if type(span) is LeanSpan:  # the properties below, read without their calls
+            resource = span._resource
+            scope = span._instrumentation_scope or None
+        else:
+            resource = span.resource
+            scope = span.instrumentation_scope or None
+        if resource is not last_resource or scope is not last_scope or last is None:
+            # a batch is mostly runs of one resource and scope: look the group up per run
+            scopes = groups.setdefault(id(resource), (resource, {}))[1]
+            last = scopes.setdefault(id(scope), (scope, []))[1]
+            last_resource, last_scope = resource, scope
+        last.append(_span(span))
     out = []
     for resource, scopes in groups.values():
         body = [_cached(resource, _resource)]

@@ -196,10 +196,13 @@ def handling_context(ctx: Context, span: Span, event_id: str | None, correlation
     """
     if _SPAN_KEY is None:
         return with_handling(trace.set_span_in_context(span, ctx), event_id, correlation_id)
-    values = dict(ctx)
-    values[_SPAN_KEY] = span
-    values[_HANDLING_KEY] = Handling(event_id, correlation_id or event_id)
-    return Context(values)
+    handler = Context(ctx)  # one copy; filled before anyone else sees it (Context refuses item assignment)
+    _set_item(handler, _SPAN_KEY, span)
+    _set_item(handler, _HANDLING_KEY, Handling(event_id, correlation_id or event_id))
+    return handler
+
+
+_set_item = dict.__setitem__
 
 
 def current_handling(ctx: Context | None = None) -> Handling | None:

@@ -11,7 +11,8 @@ Every write carries a version (newer derives win, ReplacingMergeTree), so runnin
 twice, or two instances deriving overlapping batches, gives the same rows.
 
 The per-span part (what a span says) is already done by materialized views on insert
-(derive.sql), and so are the causation-id edges.
+(derive.sql), and so are the causation-id edges; the last step labels the touched events'
+edges with their flows (:mod:`.flows`), which ``chain()`` reads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from importlib import resources
 
 import pyarrow as pa
 
+from eventscope.tracer.store.clickhouse import flows
 from eventscope.tracer.store.clickhouse.engine import Engine
 from eventscope.tracer.store.clickhouse.lease import Lease
 
@@ -103,6 +105,7 @@ def refresh(
     engine.command(_STATEMENTS["resolve"], scope)
     engine.command(_STATEMENTS["deliveries"], {**scope, "version": time.time_ns()})
     engine.command(_STATEMENTS["fates"], {**scope, "version": time.time_ns()})
+    flows.label(engine, derive_id)
     if counts is not None:
         counts.batches += 1
         counts.seconds += time.perf_counter() - started

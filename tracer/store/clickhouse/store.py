@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from eventscope.tracer.store import duckdb_store
 from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
-from eventscope.tracer.store.clickhouse import derive, loader
+from eventscope.tracer.store.clickhouse import derive, flows, loader
 from eventscope.tracer.store.clickhouse.engine import Engine
 from eventscope.tracer.store.clickhouse.lease import Lease
 
@@ -64,6 +64,8 @@ _TTL_COLUMNS = (
     ("derived_deliveries", "toDateTime(assumeNotNull(received_at))"),
     ("derived_fates", "toDateTime(published_at)"),
     ("derived_edges", "derived_at"),
+    ("edge_flows", "labelled_at"),
+    ("event_flows", "labelled_at"),
     ("broker_events", "toDateTime(published_at)"),
     ("broker_deliveries", "toDateTime(received_at)"),
     ("broker_dead_letters", "toDateTime(observed_at)"),
@@ -127,6 +129,8 @@ class ClickHouseStore:
         self._closed = False
         self._ttl_s: int | None = None
         apply_schema(engine)
+        if flows.rebuild_if_missing(engine):
+            logger.info("labelled the stored causal edges with their flows (a store derived before flow ids)")
         self.set_setting("grace_s", repr(float(grace_s)))
         # On a ClickHouse server the OpenTelemetry Collector writes spans too: a follower (one
         # per deployment, by lease) derives every span that arrives, this store's own included.

@@ -175,6 +175,27 @@ CREATE TABLE IF NOT EXISTS derived_edges (
 ) ENGINE = ReplacingMergeTree
 ORDER BY (cause_event_id, effect_event_id, rank);
 
+-- The edges of a derive's touched events are found by their effect (flows.py).
+ALTER TABLE derived_edges ADD INDEX IF NOT EXISTS idx_effect effect_event_id TYPE bloom_filter(0.001) GRANULARITY 1;
+
+-- Flow ids (flows.py): every edge under the flow of its events (a connected component of the
+-- edges), so chain() reads one flow by key; each event's flow, the newest version wins.
+CREATE TABLE IF NOT EXISTS edge_flows (
+    flow_id String,
+    cause_event_id String,
+    effect_event_id String,
+    labelled_at DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree
+ORDER BY (flow_id, cause_event_id, effect_event_id);
+
+CREATE TABLE IF NOT EXISTS event_flows (
+    event_id String,
+    flow_id String,
+    version UInt64,
+    labelled_at DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY event_id;
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS span_edges_mv TO derived_edges AS
 SELECT assumeNotNull(causation_id) AS cause_event_id, event_key AS effect_event_id,
        'causation_id' AS via, toUInt8(0) AS rank
@@ -244,6 +265,10 @@ CREATE TABLE IF NOT EXISTS derived_fates (
     deleted UInt8
 ) ENGINE = ReplacingMergeTree(version, deleted)
 ORDER BY (event_id, row_key);
+
+-- A time window of the orphans (published_at > …) skips the granules outside it: event ids
+-- grow with time (UUIDv7), so each granule of this table spans a short time.
+ALTER TABLE derived_fates ADD INDEX IF NOT EXISTS idx_published published_at TYPE minmax GRANULARITY 1;
 
 -- Scratch rows of one derive (derive.py): the keys a batch touched, its traces' spans, the
 -- deliveries in its scope and what they resolved to; read by the statements of that derive

@@ -107,22 +107,36 @@ WHERE since IS NULL OR since < cutoff
 ORDER BY published_at, event_id, queue;
 
 -- chain(event_id='…'): the event itself (depth 0) and every event downstream of it, over
--- the stored causal edges (which cross traces); each event once, at its smallest depth; cycles
--- stop at depth 256. A parametrized view where DuckDB has a table macro chain(id). Each step
--- looks its causes up by derived_edges' primary key (the IN), so a step costs what it finds,
--- not the table.
+-- the stored causal edges (which cross traces); each event once, at its smallest depth (its
+-- cause: the smallest id among those one level up); cycles stop at depth 256. A parametrized
+-- view where DuckDB has a table macro chain(id). It reads the root's flow (flows.py: an
+-- event's flow holds every event connected to it) by key and walks it breadth-first in
+-- memory, one level per arrayFold step: a ClickHouse recursive CTE plans each step again.
+-- The walk's state: (events found, their depths, their causes, the last level's events); an
+-- event reached from two causes of one level is found twice there (the GROUP BY keeps one);
+-- it takes at most as many steps as the flow has causes.
 CREATE OR REPLACE VIEW chain AS
-WITH RECURSIVE
-    walk AS (
-        SELECT {event_id:String} AS event_id, 0 AS depth, CAST(NULL AS Nullable(String)) AS cause_event_id
-        UNION ALL
-        SELECT DISTINCT ce.effect_event_id, walk.depth + 1, ce.cause_event_id
-        FROM derived_edges AS ce
-        JOIN walk ON ce.cause_event_id = walk.event_id
-        WHERE ce.cause_event_id IN (SELECT event_id FROM walk)
-          AND walk.depth < 256 AND ce.effect_event_id != {event_id:String}
-    )
-SELECT event_id, min(d) AS depth, argMin(cause, d) AS cause_event_id
-FROM (SELECT event_id, depth AS d, cause_event_id AS cause FROM walk)
+WITH
+    (SELECT groupArray((cause_event_id, effect_event_id)) FROM (
+        SELECT DISTINCT cause_event_id, effect_event_id FROM edge_flows
+        WHERE flow_id = (SELECT argMax(flow_id, version) FROM event_flows WHERE event_id = {event_id:String})
+          AND effect_event_id != {event_id:String}
+    )) AS edges,
+    arrayFold(
+        (walk, step) -> if(empty(walk.4), walk, arrayMap(
+            found -> (
+                arrayConcat(walk.1, arrayMap(e -> e.2, found)),
+                arrayConcat(walk.2, arrayMap(e -> toUInt16(step + 1), found)),
+                arrayConcat(walk.3, arrayMap(e -> CAST(e.1 AS Nullable(String)), found)),
+                arrayMap(e -> e.2, found)
+            ),
+            [arrayFilter(e -> has(walk.4, e.1) AND NOT has(walk.1, e.2), edges)]
+        )[1]),
+        range(least(256, length(arrayDistinct(arrayMap(e -> e.1, edges))))),
+        ([{event_id:String}], [toUInt16(0)], [CAST(NULL AS Nullable(String))], [{event_id:String}])
+    ) AS walked
+SELECT event_id, toUInt32(min(d)) AS depth, argMin(c, (d, c)) AS cause_event_id
+FROM (SELECT arrayJoin(arrayZip(walked.1, walked.2, walked.3)) AS found)
+ARRAY JOIN [found.1] AS event_id, [found.2] AS d, [found.3] AS c
 GROUP BY event_id
 ORDER BY depth, event_id;
