@@ -47,7 +47,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 12  # the highest of _MIGRATIONS (numbers may skip: assigned per branch)
+SCHEMA_VERSION = 13  # the highest of _MIGRATIONS (numbers may skip: assigned per branch)
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -64,6 +64,7 @@ _MIGRATIONS = {
     10: "schema_v10_redrives.sql",
     11: "schema_v11_contracts.sql",
     12: "schema_v12_summaries.sql",
+    13: "schema_v13_summaries.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -396,7 +397,7 @@ class Store:
             connection.execute(_read_sql(_VIEWS))
             if _STATE_VERSION in applied:
                 _rebuild_state(connection)
-            elif summaries.VERSION in applied:
+            elif set(summaries.VERSIONS) & set(applied):
                 summaries.rebuild(connection)
             if flows.has_unflowed(connection):  # migrated to v5 (also if a later step failed)
                 flows.rebuild(connection)
