@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from eventscope.tracer.ingest.writer import WriteQueueFull
-from eventscope.tracer.server.app import Collector, CollectorConfig
+from eventscope.tracer.server.app import Collector, CollectorConfig, serve
 from eventscope.tracer.store.duckdb_store import Store
 from tests.spans import RunningCollector, new_span_id, new_trace, process, publish, request
 
@@ -246,3 +247,25 @@ def test_read_api(client: httpx.Client) -> None:
     metrics = client.get("/metrics").text
     for name in ("spans_received_total", "write_queue_depth", "dropped_total", "requests_refused_total"):
         assert f"eventscope_{name}" in metrics
+
+
+@pytest.mark.parametrize("scheme", ["", "duckdb://"])
+def test_serve_makes_the_stores_folder_not_one_named_after_its_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    # --store duckdb:///DIR/F made a folder 'duckdb:/DIR' under the working directory (and chdb:// one
+    # named 'chdb:'), because the URL itself was taken for a path
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    target = tmp_path / "new" / "folder" / "c.duckdb"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        serve(
+            CollectorConfig(db_path=f"{scheme}{target}", grace_s=0),
+            sock=sock,
+            log_level="warning",
+            on_server=lambda server: setattr(server, "should_exit", True),
+        )
+    assert target.exists()
+    assert list(cwd.iterdir()) == []

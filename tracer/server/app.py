@@ -30,7 +30,7 @@ from eventscope.tracer.metrics import Family, labels
 from eventscope.tracer.server import api, redrive_api
 from eventscope.tracer.server.config import CollectorConfig
 from eventscope.tracer.store.duckdb_store import Store
-from eventscope.tracer.store.urls import open_store
+from eventscope.tracer.store.urls import open_store, parse_store_url
 
 if TYPE_CHECKING:
     from eventscope.tracer.ingest.grpc import GrpcReceiver
@@ -181,7 +181,9 @@ def serve(
     """Run the collector until the server is told to exit (SIGINT/SIGTERM in the main thread,
     or ``server.should_exit = True``); the store is flushed and closed before this returns.
     """
-    Path(config.db_path).parent.mkdir(parents=True, exist_ok=True)
+    folder = parse_store_url(config.db_path).path  # a DuckDB file or a chDB folder; '' for a server
+    if folder:  # the folder of the URL's path, never a folder named after the URL ('duckdb:', 'chdb:')
+        Path(folder).parent.mkdir(parents=True, exist_ok=True)
     collector = Collector.open(config)
     try:
         app = create_app(collector)
