@@ -21,18 +21,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import failures
 from eventscope.tracer.sdk import provider as telemetry
-from eventscope.tracer.sdk.lean import LeanSpan, share_prefix, tracer_for
+from eventscope.tracer.sdk.compat import get_current
+from eventscope.tracer.sdk.lean import LeanSpan, LeanTracer, share_prefix, tracer_for
 from eventscope.tracer.sdk.propagation import (
     CAUSATION_HEADER,
     CORRELATION_HEADER,
+    GENERIC,
     TRACEPARENT_HEADER,
+    carried,
     current_handling,
     decode_header,
     extract,
@@ -49,9 +52,9 @@ _MAX_PREFIXES = 1024  # distinct destinations per channel whose shared attribute
 LINK_MODES = ("parent", "link")
 
 
-def suppressed() -> bool:
-    """Is instrumentation suppressed in the current context (e.g. inside an exporter)?"""
-    return bool(context.get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+def suppressed(ctx: Context | None = None) -> bool:
+    """Is instrumentation suppressed in ``ctx`` (default: the current context), e.g. inside an exporter?"""
+    return bool((ctx if ctx is not None else get_current()).get(_SUPPRESS_INSTRUMENTATION_KEY))
 
 
 def _destination(exchange: str, routing_key: str, queue: str = "") -> str:
@@ -155,7 +158,7 @@ class Delivery:
         self.settled = True
         if self.open:
             span = self.span
-            if type(span) is LeanSpan and type(requeue) in (bool, type(None)):
+            if type(span) is LeanSpan and (requeue is None or type(requeue) is bool):
                 span.set_known(A.SETTLE_OUTCOME, outcome)
                 if requeue is not None:
                     span.set_known(A.SETTLE_REQUEUE, requeue)
@@ -364,12 +367,19 @@ class AmqpTracing:
         return attributes, f"{'process' if operation == A.OP_PROCESS else 'receive'} {queue}"
 
     def start_publish(
-        self, exchange: str, routing_key: str, body: Any, properties: Any, new_properties: Any
+        self,
+        exchange: str,
+        routing_key: str,
+        body: Any,
+        properties: Any,
+        new_properties: Any,
+        current: Context | None = None,
     ) -> Publish:
         """Fill metadata on a copy of ``properties``, start the PRODUCER span, inject it.
 
         ``new_properties(original)`` returns a fresh properties object (a copy of the
         original, or an empty one for ``None``); ``properties`` itself is never touched.
+        ``current`` is the current context when the caller has it at hand already.
         """
         props = new_properties(properties)
         headers = props.headers
@@ -380,8 +390,9 @@ class AmqpTracing:
             headers = dict(headers)
         else:
             headers = None
-        current = context.get_current()
-        parent = extract(headers) if headers and TRACEPARENT_HEADER in headers else current
+        if current is None:
+            current = get_current()
+        parent = extract(headers, current) if headers and TRACEPARENT_HEADER in headers else current
         handling = current_handling(current)
 
         event_id = props.message_id
@@ -443,23 +454,34 @@ class AmqpTracing:
         body: Any,
         auto_ack: bool,
         start_time: int | None = None,
+        current: Context | None = None,
     ) -> Delivery:
         """Start the CONSUMER span of a message handed to the application.
 
         ``operation`` is ``process`` (push) or ``receive`` (pull). The returned delivery's
         ``context`` is what the handler should run in: the span is current there, and
-        publishes made in it carry this event as their cause.
+        publishes made in it carry this event as their cause. ``current`` is the current
+        context when the caller has it at hand already.
         """
         headers = getattr(properties, "headers", None)
-        current = context.get_current()
-        carried = extract(headers, current)
+        if current is None:
+            current = get_current()
+        # The producer's span context straight from the headers (W3C, no baggage): no Context
+        # is built to carry it; else the configured propagators' Context.
+        producer = carried(headers)
+        extracted: Context | None = None
+        if producer is GENERIC:
+            extracted = extract(headers, current)
+            producer = trace.get_current_span(extracted).get_span_context()
         links: list[Link] | None = None
         if self.link_mode == "link":
-            producer = trace.get_current_span(carried).get_span_context()
-            links = [Link(producer)] if producer.is_valid else None
+            if producer is None:  # as extract() answers then: the current context's span, if any
+                producer = trace.get_current_span(current).get_span_context()
+            links = [Link(producer)] if producer is not None and producer.is_valid else None  # type: ignore[attr-defined]
+            producer = None
             parent = current
         else:
-            parent = carried
+            parent = extracted if extracted is not None else current
 
         event_id = getattr(properties, "message_id", None)
         event_id = str(event_id) if event_id else None
@@ -489,15 +511,31 @@ class AmqpTracing:
         if size is not None:
             attributes[A.MESSAGING_BODY_SIZE] = size
 
-        span = self._setup_state()[1].start_span(
-            name,
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=links,
-            start_time=start_time,
-        )
+        tracer = self._setup_state()[1]
+        if producer is None or extracted is not None:  # no parent, a link, or the propagators' context
+            span = tracer.start_span(
+                name,
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                links=links,
+                start_time=start_time,
+            )
+        elif type(tracer) is LeanTracer:
+            span = tracer.start_child(
+                name, producer, current, SpanKind.CONSUMER, attributes, links, start_time
+            )  # type: ignore[arg-type]
+        else:
+            span = tracer.start_span(
+                name,
+                context=trace.set_span_in_context(NonRecordingSpan(producer), current),  # type: ignore[arg-type]
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                links=links,
+                start_time=start_time,
+            )
         share_prefix(span, prefix)
+        # ``parent`` differs from ``current`` only by the span this replaces (and a GENERIC extract's baggage)
         ctx = handling_context(parent, span, event_id, correlation)
         delivery = Delivery(self, span, ctx, queue, delivery_tag)
         if auto_ack:

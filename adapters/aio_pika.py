@@ -63,7 +63,7 @@ from aio_pika.robust_queue import RobustQueueIterator
 from opentelemetry import context
 
 from eventscope.tracer import contract as A
-from eventscope.tracer.sdk import failures
+from eventscope.tracer.sdk import compat, failures
 
 from ._spans import LINK_MODES, AmqpTracing, Delivery, Publish, Settlements, suppressed
 
@@ -352,6 +352,7 @@ def _start(
     message: Any,
     auto_ack: bool,
     start_time: int | None = None,
+    current: Any = None,
 ) -> Delivery | None:
     try:
         delivery = tracing.start_delivery(  # positional: cheaper than keywords on every delivery
@@ -365,6 +366,7 @@ def _start(
             message.body,
             auto_ack,
             start_time,
+            current,
         )
         if not auto_ack:
             pending = _settlements_for(message, create=True)
@@ -389,11 +391,16 @@ def _traced_callback(
     """A process span around ``callback``; aio-pika runs it in a task of its own per message."""
 
     async def traced(message: Any) -> Any:
-        delivery = None if suppressed() else _start(tracing, A.OP_PROCESS, queue, message, auto_ack)
+        current = compat.get_current()
+        delivery = (
+            None
+            if suppressed(current)
+            else _start(tracing, A.OP_PROCESS, queue, message, auto_ack, None, current)
+        )
         if delivery is None:
             result = callback(message)
             return await result if inspect.isawaitable(result) else result
-        token = context.attach(delivery.context)
+        token = compat.attach(delivery.context)
         # the async twin of pika.py's traced callback (an await in the middle), parallel on purpose
         try:
             result = callback(message)
@@ -405,7 +412,7 @@ def _traced_callback(
                 failures.record("consume tracing", inner)
             raise
         finally:
-            context.detach(token)
+            compat.detach(token)
             _finish(delivery)
 
     traced.__wrapped__ = callback  # type: ignore[attr-defined]

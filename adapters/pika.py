@@ -53,7 +53,7 @@ from pika.connection import Connection
 from pika.spec import BasicProperties
 
 from eventscope.tracer import contract as A
-from eventscope.tracer.sdk import failures
+from eventscope.tracer.sdk import compat, failures
 from eventscope.tracer.version import __version__
 
 from ._spans import AmqpTracing, Delivery, Publish, Settlements, suppressed
@@ -161,13 +161,23 @@ class _OutgoingProperties(BasicProperties):
         return BasicProperties.encode(self)
 
 
+# The fields of a ``BasicProperties()`` (all None): copied in one step for a publish without
+# properties instead of running its ``__init__`` (fourteen assignments). Used only while they
+# are all None, so nothing mutable is shared between copies.
+_BLANK = dict(BasicProperties().__dict__)
+if any(value is not None for value in _BLANK.values()):  # pragma: no cover - another pika
+    _BLANK = {}
+
+
 def _copy_properties(properties: BasicProperties | None) -> BasicProperties:
     """A new ``BasicProperties`` with the same fields; the original is never touched."""
     copy = _OutgoingProperties.__new__(_OutgoingProperties)
-    if properties is None:
-        BasicProperties.__init__(copy)
-    else:
+    if properties is not None:
         copy.__dict__.update(properties.__dict__)
+    elif _BLANK:
+        copy.__dict__.update(_BLANK)
+    else:  # pragma: no cover - another pika
+        BasicProperties.__init__(copy)
     return copy
 
 
@@ -225,10 +235,11 @@ class _ChannelProxy:
     def _publish(self, exchange: str, routing_key: str, body: Any, properties: Any, mandatory: bool) -> Any:
         channel = self._es_channel
         publish: Publish | None = None
-        if not suppressed():
+        current = compat.get_current()
+        if not suppressed(current):
             try:
                 publish = self._es_tracing.start_publish(
-                    exchange, routing_key, body, properties, _copy_properties
+                    exchange, routing_key, body, properties, _copy_properties, current
                 )
             except Exception as exc:
                 failures.record("publish tracing", exc)
@@ -287,7 +298,8 @@ class _ChannelProxy:
         auto_ack: bool,
         start_time: int | None = None,
     ) -> Delivery | None:
-        if suppressed():
+        current = compat.get_current()
+        if suppressed(current):
             return None
         try:
             # positional: a keyword call with a ``**`` merge costs more than the call's body here
@@ -302,6 +314,7 @@ class _ChannelProxy:
                 body,
                 auto_ack,
                 start_time,
+                current,
             )
             if not auto_ack:
                 self._es_pending.track(delivery)
@@ -319,7 +332,7 @@ class _ChannelProxy:
             delivery = self._start_delivery(operation, queue, method, properties, body, auto_ack)
             if delivery is None:
                 return callback(self, method, properties, body)
-            token = context.attach(delivery.context)
+            token = compat.attach(delivery.context)
             try:
                 return callback(self, method, properties, body)
             except BaseException as exc:
@@ -329,7 +342,7 @@ class _ChannelProxy:
                     failures.record("consume tracing", inner)
                 raise
             finally:
-                context.detach(token)
+                compat.detach(token)
                 try:
                     delivery.finish()
                 except Exception as exc:

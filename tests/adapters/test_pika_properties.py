@@ -93,3 +93,14 @@ def test_the_callers_properties_are_neither_changed_nor_retyped():
     copy.encode()
     assert type(original) is BasicProperties
     assert original.__dict__ == before
+
+
+def test_a_copy_of_no_properties_is_a_fresh_basic_properties_shared_with_nothing():
+    blank = BasicProperties()
+    first, second = _copy_properties(None), _copy_properties(None)
+    assert isinstance(first, BasicProperties) and first.__dict__ == blank.__dict__
+    assert b"".join(first.encode()) == b"".join(blank.encode())
+    first.headers = {"traceparent": _TRACEPARENT}
+    first.message_id = "m"
+    assert second.headers is None and second.message_id is None
+    assert _copy_properties(None).__dict__ == BasicProperties().__dict__  # the template is unchanged

@@ -210,6 +210,11 @@ def test_span_contexts_built_directly_equal_the_public_constructor(monkeypatch, 
             )
             assert type(ours) is SpanContext and ours == public
             assert (ours.is_valid, ours.is_remote, ours.trace_state) == (True, remote, public.trace_state)
+            # the fields read in one call (encoder, lean tracer) are what the properties answer
+            expected = (2**128 - 1, 1, remote, TraceFlags(1), public.trace_state)
+            assert compat.span_context_fields(ours) == compat._public_fields(public) == expected
+            assert compat.span_context_fields(public) == expected
+    assert compat.span_context(1, 2, False, TraceFlags(1), None).trace_state is compat.EMPTY_TRACE_STATE
 
 
 def test_root_span_ids_from_one_random_draw_are_independent_and_the_parent_is_found_in_any_context():

@@ -180,3 +180,26 @@ def test_per_message_values_of_every_length_and_interleaved_resources_equal_the_
     assert _parse(encode_request(spans)) == encode_spans(spans)
     for span in spans:
         assert _parse(encode_request([span])) == encode_spans([span])
+
+
+def test_one_name_under_every_kind_keeps_each_kind_and_the_name_cache_stays_bounded(monkeypatch):
+    from eventscope.tracer.sdk import otlp_encoder
+
+    # the name cache is keyed by kind first: the same name must not bring back another kind's bytes
+    exporter = InMemorySpanExporter()
+    lean = _lean_tracer("kinds", exporter, "scope")
+    for _ in range(2):  # the second pass reads the cache
+        for kind in SpanKind:
+            lean.start_span("same name", kind=kind, attributes={"a": 1}).end()
+    spans = exporter.get_finished_spans()
+    assert _parse(encode_request(spans)) == encode_spans(spans)
+    encoded = _parse(encode_request(spans)).resource_spans[0].scope_spans[0].spans
+    assert sorted({span.kind for span in encoded}) == [1, 2, 3, 4, 5]  # OTLP's five kinds, all kept
+
+    monkeypatch.setattr(otlp_encoder, "_MAX_CACHED_PAIRS", 4)
+    exporter.clear()
+    for index in range(10):
+        lean.start_span(f"name {index}", kind=SpanKind.CONSUMER).end()
+    spans = exporter.get_finished_spans()
+    assert _parse(encode_request(spans)) == encode_spans(spans)
+    assert 0 < len(otlp_encoder._named[id(SpanKind.CONSUMER)]) <= 4

@@ -64,6 +64,50 @@ def test_inject_matches_the_w3c_propagator_and_keeps_existing_keys():
     assert supplied == {"traceparent": _TRACEPARENT}
 
 
+def test_inject_writes_what_the_w3c_propagator_writes_for_every_span_context_shape():
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    from eventscope.tracer.sdk import compat
+
+    shapes = {
+        "no state": SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1)),
+        "state": SpanContext(0xABC, 0xDEF, False, TraceFlags(1), TraceState([("vendor", "v"), ("o", "w")])),
+        "empty state given": SpanContext(0xABC, 0xDEF, False, TraceFlags(0), TraceState()),
+        "random flag": compat.span_context(0xABC, 0xDEF, False, TraceFlags(3), None),
+        "built directly, state": compat.span_context(1, 2, False, TraceFlags(1), TraceState([("k", "v")])),
+        "invalid": SpanContext(0, 0xDEF, is_remote=False),
+        "invalid span id": SpanContext(0xABC, 0, is_remote=False),
+    }
+    for name, span_context in shapes.items():
+        span = NonRecordingSpan(span_context)
+        ours: dict = {}
+        inject(ours, span)
+        theirs: dict = {}
+        propagate.inject(theirs, context=trace.set_span_in_context(span, Context()))
+        if name.startswith("invalid"):  # OTel skips only INVALID_SPAN_CONTEXT itself; a zero id is never sent
+            assert ours == {}, name
+        else:
+            assert ours == theirs, name
+    kept = {"tracestate": "mine=1"}  # an application's own tracestate stays
+    inject(kept, NonRecordingSpan(shapes["state"]))
+    assert kept["tracestate"] == "mine=1" and "traceparent" in kept
+
+
+def test_current_handling_reads_the_given_or_the_current_context():
+    from opentelemetry import context
+
+    ctx = with_handling(Context(), "evt-9", "flow-9")
+    assert current_handling(ctx) == current_handling(ctx) and current_handling(ctx).event_id == "evt-9"
+    assert current_handling(Context()) is None
+    assert current_handling(context.set_value("eventscope.handling", "junk", Context())) is None
+    token = context.attach(ctx)
+    try:
+        assert current_handling().correlation_id == "flow-9"
+    finally:
+        context.detach(token)
+    assert current_handling() is None
+
+
 def test_inject_carries_baggage_of_the_parent_context_and_only_then():
     from opentelemetry import baggage
 

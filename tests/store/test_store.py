@@ -356,9 +356,77 @@ def _read_schema_v1(table: str) -> str:
 
 
 def test_replay_lookups_read_one_range_per_cluster_of_start_times() -> None:
-    from eventscope.tracer.store.duckdb_store import _CLUSTER_GAP_US, _time_clusters
+    from eventscope.tracer.store.duck import CLUSTER_GAP_US, time_clusters
 
     hour, minute = 3_600_000_000, 60_000_000
     stray = 0  # an unset start time
-    times = [hour, hour + 5, stray, hour + minute, hour + minute + _CLUSTER_GAP_US + 1]
-    assert _time_clusters(times) == [(0, 0), (hour, hour + minute), (times[-1], times[-1])]
+    times = [hour, hour + 5, stray, hour + minute, hour + minute + CLUSTER_GAP_US + 1]
+    assert time_clusters(times) == [(0, 0), (hour, hour + minute), (times[-1], times[-1])]
+
+
+def test_written_says_new_only_above_its_floor_and_never_for_what_it_added() -> None:
+    """What lets the writer skip its replay lookups: a key is surely new only when its order
+    is above the floor (the highest stored at open) and it was not added since; past its
+    memory the floor rises to the highest order added, so nothing added is ever said new.
+    """
+    from eventscope.tracer.store.duck import Written
+
+    assert Written(None).new(0, "anything")  # an empty table
+    written: Written[int] = Written(10, memory=3)
+    assert written.new(11, "a") and not written.new(10, "b") and not written.new(5, "c")
+    written.add([(12, "a"), (11, "b")])
+    assert not written.new(12, "a") and not written.new(11, "b")
+    assert written.new(11, "x")  # below the highest added, but never stored
+    written.add([(14, "c"), (13, "d")])  # past the memory: the floor rises
+    assert (written.floor, written.top) == (14, 14)
+    assert not any(written.new(order, key) for order, key in ((12, "a"), (11, "b"), (14, "c"), (13, "d")))
+    assert not written.new(13, "y") and written.new(15, "y")
+
+
+def test_replays_after_a_restart_are_stored_once_even_with_start_times_ahead_of_the_clock(
+    tmp_path: Path,
+) -> None:
+    """After a restart the writer remembers nothing it wrote: a replay must still be found in
+    the file, also one whose start time lies after the restart (a sender's clock ahead).
+    """
+    path = tmp_path / "restart.duckdb"
+    trace_id, producer_id = new_trace(), new_span_id()
+    producer = publish(trace_id=trace_id, event_id="A", span_id=producer_id)
+    consumer = process(trace_id=trace_id, parent=producer_id, event_id="A", queue="q")
+    ahead = publish(trace_id=new_trace(), event_id="F", start_ms=10 * 365 * 86_400_000)  # ten years on
+    store = open_store(path, grace_s=0)
+    try:
+        store.append([normalise(request(producer, consumer, ahead))])
+    finally:
+        store.close()
+    store = open_store(path, grace_s=0)
+    try:
+        fresh = publish(trace_id=new_trace(), event_id="G", start_ms=10 * 365 * 86_400_000 + 1)
+        store.append([normalise(request(ahead, fresh)), normalise(request(consumer, producer))])
+        assert rows(store, "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans") == [(4, 4)]
+        assert rows(store, "SELECT count(*) FROM deliveries") == [(1,)]
+        assert rows(store, "SELECT event_id FROM events ORDER BY event_id") == [("A",), ("F",), ("G",)]
+    finally:
+        store.close()
+
+
+def test_replays_are_stored_once_after_the_writer_forgot_what_it_wrote(tmp_path: Path) -> None:
+    """A writer whose memory of written spans and events overflows (the floor rises) still
+    finds every replay in the file, earlier ones and the latest alike.
+    """
+    from eventscope.tracer.store.duck import Written
+
+    store = open_store(tmp_path / "forget.duckdb", grace_s=0)
+    try:
+        inner = store.store
+        inner._spans_written, inner._events_written = Written(None, memory=2), Written(None, memory=2)
+        spans = [publish(trace_id=new_trace(), event_id=f"E{n}", start_ms=n) for n in range(5)]
+        for message in spans:
+            store.append([normalise(request(message))])
+        assert inner._spans_written.floor is not None and inner._events_written.floor is not None
+        store.append([normalise(request(*reversed(spans)))])
+        store.append([normalise(request(spans[-1]))])
+        assert rows(store, "SELECT count(*), count(DISTINCT span_id) FROM spans") == [(5, 5)]
+        assert rows(store, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(5, 5)]
+    finally:
+        store.close()

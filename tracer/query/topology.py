@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from eventscope.tracer.query.sandbox import records as _records
-from eventscope.tracer.store.summaries import ms_between, us_between
+from eventscope.tracer.store.summaries import DELIVERIES, FLOW_EVENTS, FLOWS, ms_between
 
 CONSISTENCY_PER_EVENT = f"""
 SELECT e.event_id, e.event_type, e.published_at,
@@ -25,37 +25,65 @@ GROUP BY e.event_id, e.event_type, e.published_at
 
 _HAS_SUMMARY = """
 SELECT count(*) > 0 AS found FROM information_schema.tables
-WHERE table_schema = 'main' AND table_name = 'event_consistency'
+WHERE table_schema = 'main' AND table_name = $table
 """
+
+# What delivery_summary holds, derived from the tables (a file older than schema version 13).
+PER_DELIVERY = DELIVERIES.replace("{scope}", "true")
+# What flow_summary holds, derived from the tables (a file older than schema version 13).
+PER_FLOW = FLOWS.replace("{flow_events}", FLOW_EVENTS).replace("{scope}", "true")
 
 
 def per_event(connection: duckdb.DuckDBPyConnection) -> str:
     """Where time to consistency per event comes from: the writer's summary (schema version
     12, tracer/store/summaries.py), or the derivation in a file older than that.
     """
-    if _records(connection, _HAS_SUMMARY, {})[0]["found"]:
+    if _records(connection, _HAS_SUMMARY, {"table": "event_consistency"})[0]["found"]:
         return "event_consistency"
     return f"({CONSISTENCY_PER_EVENT})"
 
 
+def per_delivery(connection: duckdb.DuckDBPyConnection) -> str:
+    """Where each delivery with its event's type, exchange, producer, time in queue and
+    processing time comes from: the writer's summary (schema version 13), or the join of
+    deliveries with events in a file older than that.
+    """
+    if _records(connection, _HAS_SUMMARY, {"table": "delivery_summary"})[0]["found"]:
+        return "delivery_summary"
+    return f"({PER_DELIVERY})"
+
+
+def per_flow(connection: duckdb.DuckDBPyConnection) -> str:
+    """Where each flow's events, start, last activity and unsettled deliveries come from: the
+    writer's summary (schema version 13), or the derivation in a file older than that.
+    """
+    if _records(connection, _HAS_SUMMARY, {"table": "flow_summary"})[0]["found"]:
+        return "flow_summary"
+    return f"({PER_FLOW})"
+
+
 __all__ = [
     "CONSISTENCY_PER_EVENT",
+    "PER_DELIVERY",
+    "PER_FLOW",
     "event_types",
     "fanout_delivered",
     "fanout_matrix",
     "lag",
+    "per_delivery",
     "per_event",
+    "per_flow",
     "topology",
     "workflows",
 ]
 
 _FANOUT_DELIVERED = """
 WITH typed AS (SELECT event_type, count(*) AS events FROM events GROUP BY 1)
-SELECT e.event_type, d.queue, any_value(d.consumer_service) AS consumer_service,
+SELECT d.event_type, d.queue, any_value(d.consumer_service) AS consumer_service,
        any_value(t.events) AS events,
        count(*) FILTER (WHERE NOT coalesce(d.redelivered, false)) AS delivered,
        count(*) FILTER (WHERE d.outcome = 'ack') AS acked
-FROM deliveries d JOIN events e ON e.event_id = d.event_id JOIN typed t ON t.event_type = e.event_type
+FROM {per_delivery} d JOIN typed t ON t.event_type = d.event_type
 WHERE d.queue IS NOT NULL
 GROUP BY 1, 2
 ORDER BY 1, 2
@@ -69,14 +97,14 @@ SELECT producer_service AS producer, exchange, count(*) AS events,
 FROM events GROUP BY ALL ORDER BY events DESC, producer, exchange
 """
 
-_ROUTE_EDGES = f"""
-SELECT e.exchange, d.queue, d.consumer_service AS consumer, count(*) AS deliveries,
+_ROUTE_EDGES = """
+SELECT d.exchange, d.queue, d.consumer_service AS consumer, count(*) AS deliveries,
        count(*) FILTER (WHERE d.outcome IS DISTINCT FROM 'ack') AS errors,
-       quantile_cont({us_between("e.published_at", "d.received_at")} / 1000.0, 0.5) AS wait_p50_ms,
+       quantile_cont(d.wait_us / 1000.0, 0.5) AS wait_p50_ms,
        count(*) / greatest(date_diff('millisecond', min(d.received_at), max(d.received_at)) / 1000.0, 1.0)
            AS deliveries_per_s
-FROM deliveries d JOIN events e ON e.event_id = d.event_id
-GROUP BY ALL ORDER BY deliveries DESC, e.exchange, d.queue, consumer
+FROM {per_delivery} d
+GROUP BY ALL ORDER BY deliveries DESC, d.exchange, d.queue, consumer
 """
 
 _CONSUMER_GROUPS = """
@@ -92,10 +120,10 @@ FROM per ORDER BY queue, deliveries DESC, consumer_service
 
 _COLLABORATION = """
 WITH talks AS (
-    SELECT DISTINCT e.producer_service AS sender, d.consumer_service AS receiver
-    FROM deliveries d JOIN events e ON e.event_id = d.event_id
-    WHERE e.producer_service IS NOT NULL AND d.consumer_service IS NOT NULL
-      AND e.producer_service <> d.consumer_service
+    SELECT DISTINCT d.producer_service AS sender, d.consumer_service AS receiver
+    FROM {per_delivery} d
+    WHERE d.producer_service IS NOT NULL AND d.consumer_service IS NOT NULL
+      AND d.producer_service <> d.consumer_service
 ),
 services AS (SELECT sender AS service FROM talks UNION SELECT receiver FROM talks)
 SELECT s.service,
@@ -106,13 +134,12 @@ SELECT s.service,
 FROM services s ORDER BY s.service
 """
 
-_LAG_BY_QUEUE = f"""
+_LAG_BY_QUEUE = """
 WITH per AS (
     SELECT d.queue, d.consumer_service, count(*) AS deliveries,
-           quantile_cont({us_between("e.published_at", "d.received_at")} / 1000.0, [0.5, 0.95])
-               AS wait,
-           quantile_cont({us_between("d.received_at", "d.settled_at")} / 1000.0, [0.5, 0.95]) AS work
-    FROM deliveries d JOIN events e ON e.event_id = d.event_id
+           quantile_cont(d.wait_us / 1000.0, [0.5, 0.95]) AS wait,
+           quantile_cont(d.processing_us / 1000.0, [0.5, 0.95]) AS work
+    FROM {per_delivery} d
     WHERE d.queue IS NOT NULL
     GROUP BY ALL
 )
@@ -121,11 +148,13 @@ SELECT queue, consumer_service, deliveries, wait[1] AS wait_p50_ms, wait[2] AS w
 FROM per ORDER BY wait_p95_ms DESC NULLS LAST, queue
 """
 
-# Time to consistency per event type and its outliers (above the type's p99), from one
-# per-event pass: 'type' rows and 'outlier' rows.
+# Time to consistency per event type and its outliers (above the type's p99): 'type' rows and
+# 'outlier' rows. The outliers are looked for only above the lowest p99 (a filter in the scan,
+# ~1 % of the rows reach the join); the summary table is read twice, the derivation (an older
+# file) materialised once.
 _CONSISTENCY = """
-WITH per AS MATERIALIZED (SELECT * FROM {per_event}),
-stats AS (
+WITH per AS {materialized} (SELECT * FROM {per_event}),
+stats AS MATERIALIZED (
     SELECT event_type, count(*) AS events, quantile_cont(consistent_after_ms, [0.5, 0.95, 0.99]) AS q,
            max(consistent_after_ms) AS max_ms
     FROM per GROUP BY event_type
@@ -137,58 +166,36 @@ UNION ALL
 (SELECT 'outlier', per.event_type, NULL, NULL, NULL, s.q[3], NULL, per.event_id, per.published_at,
         per.consistent_after_ms
  FROM per JOIN stats s USING (event_type)
- WHERE per.consistent_after_ms > s.q[3]
+ WHERE per.consistent_after_ms > (SELECT min(q[3]) FROM stats) AND per.consistent_after_ms > s.q[3]
  ORDER BY per.consistent_after_ms DESC, per.event_id
  LIMIT $limit)
 """
 
+# The orphans of each flow (the one part that depends on the time asked), then every flow
+# classified from its summary row: read twice, not materialised (the counts read three narrow
+# columns; the page's rows are a top-N).
 _WORKFLOWS = """
-WITH flows AS (
-    SELECT coalesce(e.correlation_id, e.event_id) AS flow_id, e.event_id, e.event_type, e.published_at
-    FROM events e
+WITH problems AS MATERIALIZED (
+    SELECT coalesce(e.correlation_id, e.event_id) AS flow_id, count(*) AS orphans,
+           arg_min(o.step, (o.published_at, o.step)) AS stuck_at
+    FROM (
+        SELECT event_id, published_at,
+               event_type || coalesce(' @ ' || queue, '') || ' (' || reason || ')' AS step
+        FROM orphans
+    ) o JOIN events e ON e.event_id = o.event_id
+    GROUP BY 1
 ),
-published AS (
-    SELECT flow_id, count(*) AS events, min(published_at) AS started_at,
-           max(published_at) AS last_published_at,
-           arg_min(event_type, published_at) AS first_event_type,
-           arg_max(event_type, published_at) AS last_event_type
-    FROM flows GROUP BY flow_id
-),
-handled AS (
-    SELECT f.flow_id, max(coalesce(d.settled_at, d.received_at)) AS last_handled_at
-    FROM deliveries d JOIN flows f ON f.event_id = d.event_id
-    GROUP BY f.flow_id
-),
-unsettled AS (
-    SELECT f.flow_id, count(*) AS unsettled,
-           arg_min(f.event_type || ' @ ' || coalesce(d.queue, '?') || ' (not settled)', d.received_at)
-               AS unsettled_step
-    FROM deliveries d JOIN flows f ON f.event_id = d.event_id
-    WHERE d.outcome IS NULL
-    GROUP BY f.flow_id
-),
-problems AS (
-    SELECT f.flow_id, count(*) AS orphans,
-           arg_min(o.event_type || coalesce(' @ ' || o.queue, '') || ' (' || o.reason || ')', o.published_at)
-               AS stuck_at
-    FROM orphans o JOIN flows f ON f.event_id = o.event_id
-    GROUP BY f.flow_id
-),
-classified AS MATERIALIZED (
-    SELECT p.flow_id, p.events, p.started_at, p.first_event_type, p.last_event_type,
-           greatest(p.last_published_at, h.last_handled_at) AS last_activity_at,
-           coalesce(o.orphans, 0) AS orphans, coalesce(o.stuck_at, u.unsettled_step) AS stuck_at,
+classified AS NOT MATERIALIZED (
+    SELECT p.flow_id, p.events, p.started_at, p.first_event_type, p.last_event_type, p.last_activity_at,
+           coalesce(o.orphans, 0) AS orphans, coalesce(o.stuck_at, p.unsettled_step) AS stuck_at,
            CASE
                WHEN o.orphans > 0 THEN 'stuck'
-               WHEN greatest(p.last_published_at, h.last_handled_at)
-                        >= now() - to_microseconds(CAST($stuck_after_s * 1000000 AS BIGINT))
+               WHEN p.last_activity_at >= now() - to_microseconds(CAST($stuck_after_s * 1000000 AS BIGINT))
                    THEN 'in progress'
-               WHEN u.unsettled > 0 THEN 'stuck'
+               WHEN p.unsettled > 0 THEN 'stuck'
                ELSE 'complete'
            END AS status
-    FROM published p
-    LEFT JOIN handled h USING (flow_id)
-    LEFT JOIN unsettled u USING (flow_id)
+    FROM {per_flow} p
     LEFT JOIN problems o USING (flow_id)
 )
 SELECT 'flow' AS kind, flow_id, status, first_event_type, last_event_type, stuck_at, events, orphans,
@@ -208,7 +215,7 @@ FROM classified GROUP BY status
 
 def fanout_delivered(connection: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The delivery half of :func:`fanout`: per (event type, queue), events delivered and acked."""
-    return _records(connection, _FANOUT_DELIVERED, {})
+    return _records(connection, _FANOUT_DELIVERED.replace("{per_delivery}", per_delivery(connection)), {})
 
 
 def event_types(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -260,12 +267,13 @@ def topology(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Observed traffic: producer → exchange and exchange → queue → consumer edges with rates,
     errors and wait; consumer groups with each member's share; who talks to whom.
     """
-    collaboration = _records(connection, _COLLABORATION, {})
+    deliveries = per_delivery(connection)
+    collaboration = _records(connection, _COLLABORATION.replace("{per_delivery}", deliveries), {})
     for row in collaboration:
         row["role"] = "orchestrator" if row["sends_to"] >= 2 and row["replies_from"] >= 2 else "choreography"
     return {
         "producers": _records(connection, _PRODUCER_EDGES, {}),
-        "routes": _records(connection, _ROUTE_EDGES, {}),
+        "routes": _records(connection, _ROUTE_EDGES.replace("{per_delivery}", deliveries), {}),
         "groups": _records(connection, _CONSUMER_GROUPS, {}),
         "collaboration": collaboration,
     }
@@ -273,9 +281,12 @@ def topology(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def lag(connection: duckdb.DuckDBPyConnection, *, outliers: int = 20) -> dict[str, Any]:
     """Time in queue vs processing per queue, time to consistency per event type, outliers."""
-    found = _records(
-        connection, _CONSISTENCY.replace("{per_event}", per_event(connection)), {"limit": outliers}
+    source = per_event(connection)
+    sql = _CONSISTENCY.replace("{per_event}", source)
+    sql = sql.replace(
+        "{materialized}", "NOT MATERIALIZED" if source == "event_consistency" else "MATERIALIZED"
     )
+    found = _records(connection, sql, {"limit": outliers})
     types = ("event_type", "events", "p50_ms", "p95_ms", "p99_ms", "max_ms")
     consistency = [{k: row[k] for k in types} for row in found if row["kind"] == "type"]
     consistency.sort(key=lambda row: row["event_type"])
@@ -284,7 +295,8 @@ def lag(connection: duckdb.DuckDBPyConnection, *, outliers: int = 20) -> dict[st
     slow = [{k: row[k] for k in picked} for row in found if row["kind"] == "outlier"]
     slow.sort(key=lambda row: row["event_id"])
     slow.sort(key=lambda row: row["consistent_after_ms"], reverse=True)
-    return {"queues": _records(connection, _LAG_BY_QUEUE, {}), "consistency": consistency, "outliers": slow}
+    queues = _records(connection, _LAG_BY_QUEUE.replace("{per_delivery}", per_delivery(connection)), {})
+    return {"queues": queues, "consistency": consistency, "outliers": slow}
 
 
 def workflows(
@@ -299,7 +311,7 @@ def workflows(
     (activity within ``stuck_after_s``) or ``complete``.
     """
     params = {"stuck_after_s": stuck_after_s, "status": status, "limit": limit}
-    found = _records(connection, _WORKFLOWS, params)
+    found = _records(connection, _WORKFLOWS.replace("{per_flow}", per_flow(connection)), params)
     by_status = {row["status"]: row["events"] for row in found if row["kind"] == "count"}
     shown = [{k: v for k, v in row.items() if k != "kind"} for row in found if row["kind"] == "flow"]
     # the order of the SQL (a UNION ALL does not keep it): stuck, in progress, complete; newest first

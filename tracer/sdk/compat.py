@@ -11,24 +11,32 @@ SDK's own tracer, the stock exporter. Never an ``AttributeError`` into the appli
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
+import operator
 import os
 import threading
 from typing import Any
 
+from opentelemetry import context as _otel_context
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 from opentelemetry.trace import span as _span_module
 
 __all__ = [
     "DROPS_REFUSED_VALUES",
+    "EMPTY_TRACE_STATE",
     "PID",
     "RANDOM_TRACE_ID",
+    "attach",
     "batch_queue",
     "clean_attribute_value",
+    "detach",
     "exporter_internals",
+    "get_current",
     "lean_capable",
     "processor_exporter",
     "span_context",
+    "span_context_fields",
     "span_limits",
     "span_processors",
 ]
@@ -92,6 +100,7 @@ def processor_exporter(processor: Any) -> Any | None:
 
 
 _EMPTY_STATE = getattr(_span_module, "DEFAULT_TRACE_STATE", None)
+EMPTY_TRACE_STATE = _EMPTY_STATE  # what a SpanContext built without a trace state holds (or None)
 
 
 def _tuple_layout_matches() -> bool:
@@ -128,11 +137,34 @@ def span_context(
     """
     if _FAST_SPAN_CONTEXT:
         return tuple.__new__(
-            SpanContext, (trace_id, span_id, is_remote, trace_flags, trace_state or _EMPTY_STATE, True)
+            SpanContext,
+            (
+                trace_id,
+                span_id,
+                is_remote,
+                trace_flags,
+                trace_state if trace_state is not None else _EMPTY_STATE,
+                True,
+            ),
         )
     return SpanContext(
         trace_id, span_id, is_remote=is_remote, trace_flags=trace_flags, trace_state=trace_state
     )
+
+
+def _public_fields(span_context: SpanContext) -> tuple[int, int, bool, TraceFlags, TraceState]:
+    return (
+        span_context.trace_id,
+        span_context.span_id,
+        span_context.is_remote,
+        span_context.trace_flags,
+        span_context.trace_state,
+    )
+
+
+# ``(trace_id, span_id, is_remote, trace_flags, trace_state)`` of a ``SpanContext``: one C call
+# where it is the tuple checked above (each public property is a Python-level call).
+span_context_fields = operator.itemgetter(0, 1, 2, 3, 4) if _FAST_SPAN_CONTEXT else _public_fields
 
 
 # This process's id, kept current across os.fork() (the SDK's batch processor compares its own).
@@ -194,3 +226,47 @@ def exporter_internals(exporter: Any) -> tuple[Any, Any, int] | None:
     ):
         return client, metrics, limit
     return None
+
+
+def _context_var() -> contextvars.ContextVar[Any] | None:
+    """The ``ContextVar`` OpenTelemetry keeps the current context in, or ``None``.
+
+    The default runtime context (``contextvars_context``) wraps one ``ContextVar``; its
+    ``get_current``, ``attach`` and ``detach`` are that variable's ``get``, ``set`` and ``reset``
+    behind two Python calls each, and the adapters call them three to four times a message.
+    Another runtime context (``OTEL_PYTHON_CONTEXT``) or another shape: ``None``, and the
+    public functions are used.
+    """
+    try:
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+        runtime = getattr(_otel_context, "_RUNTIME_CONTEXT", None)
+        var = getattr(runtime, "_current_context", None)
+        if (
+            type(runtime) is ContextVarsRuntimeContext
+            and isinstance(var, contextvars.ContextVar)
+            and var.get() is _otel_context.get_current()
+        ):
+            return var
+    except Exception:  # an unknown layout: the public path
+        pass
+    return None
+
+
+_CONTEXT_VAR = _context_var()
+
+# The current OpenTelemetry context, and making one current: the same as
+# ``opentelemetry.context.get_current`` and ``attach``, one C call each where the layout allows.
+get_current = _CONTEXT_VAR.get if _CONTEXT_VAR is not None else _otel_context.get_current
+attach = _CONTEXT_VAR.set if _CONTEXT_VAR is not None else _otel_context.attach
+
+
+def detach(token: Any) -> None:
+    """``opentelemetry.context.detach``: a token that will not reset is logged by it, never raised."""
+    if _CONTEXT_VAR is not None:
+        try:
+            _CONTEXT_VAR.reset(token)
+            return
+        except Exception:  # its own logging, as if we had never been here
+            pass
+    _otel_context.detach(token)

@@ -214,6 +214,7 @@ def _span_key() -> str | None:
 
 _SPAN_KEY = _span_key()
 _UNKNOWN = object()  # no known span key: ask get_current_span
+_fields = compat.span_context_fields
 
 
 class LeanTracer:
@@ -296,18 +297,17 @@ class LeanTracer:
             if _SPAN_KEY is not None
             else _UNKNOWN
         )
-        if holder is None:
-            parent = trace.INVALID_SPAN_CONTEXT
+        if holder is None:  # no span in the context: a root (no validity check to make)
+            parent = None
         elif type(holder) in _PLAIN_SPANS:
             parent = holder.get_span_context()
         else:  # whatever get_current_span makes of it (it ignores a value that is not a Span)
             parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            if not parent.trace_flags.sampled:
+        if parent is not None and parent.is_valid:
+            trace_id, _span_id, _remote, parent_flags, trace_state = _fields(parent)
+            if not parent_flags & _SAMPLED:  # the ``sampled`` property, without its call
                 return self._fallback.start_span(name, context, kind, attributes, links, start_time)
-            trace_id = parent.trace_id
-            flags = _SAMPLED_RANDOM if parent.trace_flags & compat.RANDOM_TRACE_ID else _SAMPLED
-            trace_state = parent.trace_state
+            flags = _SAMPLED_RANDOM if parent_flags & compat.RANDOM_TRACE_ID else _SAMPLED
         else:
             parent = None
             ids = random.getrandbits(192)  # trace id and span id from one call
@@ -327,6 +327,50 @@ class LeanTracer:
             parent,
             kind,
             attributes if attributes is not None else {},
+            tuple(links) if links else (),
+            start_time or time.time_ns(),
+        )
+
+    def start_child(
+        self,
+        name: str,
+        parent: SpanContext,
+        base: Context,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+    ) -> trace.Span:
+        """``start_span(name, context=<base with a span of context parent current>, ...)``.
+
+        A delivery's parent is the producer's span context, read from its headers: this starts
+        the child straight from it instead of building a ``Context`` to hold it and reading it
+        back. ``parent`` must be valid; the context is built only when the SDK path is taken.
+        """
+        processors = self._active._span_processors
+        trace_id, _span_id, _remote, parent_flags, trace_state = _fields(parent)
+        if (processors is not self._processors and processors != self._processors) or not (
+            parent_flags & _SAMPLED
+        ):
+            parent_context = trace.set_span_in_context(trace.NonRecordingSpan(parent), base)
+            return self._fallback.start_span(name, parent_context, kind, attributes, links, start_time)
+        span_id = random.getrandbits(64)
+        while span_id == 0:  # pragma: no cover - one in 2**64
+            span_id = random.getrandbits(64)
+        span_context = compat.span_context(
+            trace_id,
+            span_id,
+            False,
+            _SAMPLED_RANDOM if parent_flags & compat.RANDOM_TRACE_ID else _SAMPLED,
+            trace_state,
+        )
+        return LeanSpan(
+            self,
+            name,
+            span_context,
+            parent,
+            kind,
+            attributes,
             tuple(links) if links else (),
             start_time or time.time_ns(),
         )

@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import compat
-from eventscope.tracer.sdk.lean import LeanSpan
+from eventscope.tracer.sdk.lean import _UNSET, LeanSpan
 
 __all__ = ["LeanOtlpSpanExporter", "encode_request"]
 
@@ -50,6 +50,8 @@ _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 # opentelemetry.trace.SpanKind value -> OTLP SpanKind number, by the contract's names
 _KINDS = {kind.value: A.SPAN_KIND_CODES[kind.name] for kind in SpanKind}
+_fields = compat.span_context_fields  # (trace_id, span_id, is_remote, flags, state), one call
+_NO_STATE = compat.EMPTY_TRACE_STATE  # the shared empty TraceState (its truth test is a Python call)
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_double = struct.Struct("<d").pack
@@ -199,7 +201,10 @@ def _prefix_block(prefix: dict[str, Any]) -> bytes:
 _TIMES = struct.Struct("<BQBQ").pack  # start_time_unix_nano (field 7) and end (field 8), fixed64
 _TAIL_LOCAL_PARENT = _STATUS_UNSET + _FLAGS_LOCAL_PARENT
 _TAIL_REMOTE_PARENT = _STATUS_UNSET + _FLAGS_REMOTE_PARENT
-_named: dict[tuple[str, Any], bytes] = {}  # (name, kind) -> the encoded name and kind fields
+# id(kind) -> {name: the encoded name and kind fields}. Keyed on the SpanKind member's id:
+# hashing an Enum member is a Python-level call (Enum.__hash__), once per span otherwise. The
+# members live as long as the class, so their ids never change nor get reused.
+_named: dict[int, dict[str, bytes]] = {id(kind): {} for kind in SpanKind}
 
 
 def _lean_span(span: LeanSpan) -> bytes:
@@ -210,12 +215,14 @@ def _lean_span(span: LeanSpan) -> bytes:
     """
     context = span._context
     parent = span._parent
-    named_key = (span._name, span._kind)
-    named = _named.get(named_key)
+    by_name = _named.get(id(span._kind))
+    named = by_name.get(span._name) if by_name is not None else None
     if named is None:
-        if len(_named) >= _MAX_CACHED_PAIRS:
-            _named.clear()
-        named = _named[named_key] = _text(5, span._name) + _KIND_FIELDS[span._kind]
+        named = _text(5, span._name) + _KIND_FIELDS[span._kind]  # not a SpanKind: a KeyError, as before
+        if by_name is not None:
+            if len(by_name) >= _MAX_CACHED_PAIRS:
+                by_name.clear()
+            by_name[span._name] = named
     attributes = span._attributes
     prefix = span._prefix
     if prefix is not None:
@@ -225,18 +232,17 @@ def _lean_span(span: LeanSpan) -> bytes:
             block += _pairs_of(9, islice(attributes.items(), len(prefix), None))
     else:
         block = _pairs_of(9, attributes.items())
+    trace_id, span_id, _remote, _flags, _state = _fields(context)
     if parent:
+        _trace, parent_id, parent_remote, _flags, _state = _fields(parent)
         ids = b"\x0a\x10%b\x12\x08%b\x22\x08%b" % (
-            context.trace_id.to_bytes(16, "big"),
-            context.span_id.to_bytes(8, "big"),
-            parent.span_id.to_bytes(8, "big"),
+            trace_id.to_bytes(16, "big"),
+            span_id.to_bytes(8, "big"),
+            parent_id.to_bytes(8, "big"),
         )
-        tail = _TAIL_REMOTE_PARENT if parent.is_remote else _TAIL_LOCAL_PARENT
+        tail = _TAIL_REMOTE_PARENT if parent_remote else _TAIL_LOCAL_PARENT
     else:
-        ids = b"\x0a\x10%b\x12\x08%b" % (
-            context.trace_id.to_bytes(16, "big"),
-            context.span_id.to_bytes(8, "big"),
-        )
+        ids = b"\x0a\x10%b\x12\x08%b" % (trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big"))
         tail = _TAIL_LOCAL_PARENT
     body = b"".join((ids, named, _TIMES(0x39, span._start_time or 0, 0x41, span._end_time or 0), block, tail))
     size = len(body)
@@ -248,9 +254,11 @@ def _span(span: ReadableSpan) -> bytes:
         type(span) is LeanSpan
         and not span._events
         and not span._links
-        and span._status.status_code is StatusCode.UNSET
-        and span._status.description is None
-        and not span._context.trace_state
+        and (
+            span._status is _UNSET
+            or (span._status.status_code is StatusCode.UNSET and span._status.description is None)
+        )
+        and ((state := _fields(span._context)[4]) is _NO_STATE or not state)
     ):
         return _lean_span(span)
     context = span.context

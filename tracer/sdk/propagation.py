@@ -41,9 +41,11 @@ from eventscope.tracer.sdk import compat
 __all__ = [
     "CAUSATION_HEADER",
     "CORRELATION_HEADER",
+    "GENERIC",
     "TRACEPARENT_HEADER",
     "Handling",
     "HeaderGetter",
+    "carried",
     "current_handling",
     "decode_header",
     "extract",
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 _HANDLING_KEY = context.create_key("eventscope.handling")
+_fields = compat.span_context_fields
+_NO_STATE = compat.EMPTY_TRACE_STATE
 
 
 class HeaderGetter(Getter[Mapping[str, Any]]):
@@ -70,25 +74,43 @@ class HeaderGetter(Getter[Mapping[str, Any]]):
 _getter = HeaderGetter()
 
 
+GENERIC = object()  # carried(): only the configured propagators can tell what the headers carry
+
+
+def carried(headers: Any) -> SpanContext | object | None:
+    """The producer's span context in ``headers``, read without building a ``Context``.
+
+    ``None`` when they carry none (or are not a mapping); :data:`GENERIC` when the global
+    propagators are not the default W3C pair or the headers hold baggage: then only
+    :func:`extract` (``propagate.extract``) knows what the context is.
+    """
+    if not headers or not (type(headers) is dict or isinstance(headers, Mapping)):
+        return None
+    if "baggage" in headers or not _is_default_w3c():
+        return GENERIC
+    parent = _parse_traceparent(decode_header(headers.get(TRACEPARENT_HEADER)))
+    if parent is None:
+        return None
+    state = headers.get(TRACESTATE_HEADER)  # absent on most messages: no decode call then
+    if state is not None and (state := decode_header(state)):
+        parent = SpanContext(
+            parent.trace_id,
+            parent.span_id,
+            is_remote=True,
+            trace_flags=parent.trace_flags,
+            trace_state=TraceState.from_header([state]),
+        )
+    return parent
+
+
 def extract(headers: Any, ctx: Context | None = None) -> Context:
     """The context carried by ``headers`` (any object; non-mappings carry nothing)."""
-    if not headers or not (type(headers) is dict or isinstance(headers, Mapping)):
+    parent = carried(headers)
+    if parent is GENERIC:
+        return propagate.extract(headers, context=ctx, getter=_getter)
+    if parent is None:
         return ctx if ctx is not None else context.get_current()
-    if "baggage" not in headers and _is_default_w3c():
-        parent = _parse_traceparent(decode_header(headers.get(TRACEPARENT_HEADER)))
-        if parent is None:
-            return ctx if ctx is not None else context.get_current()
-        state = decode_header(headers.get(TRACESTATE_HEADER))
-        if state:
-            parent = SpanContext(
-                parent.trace_id,
-                parent.span_id,
-                is_remote=True,
-                trace_flags=parent.trace_flags,
-                trace_state=TraceState.from_header([state]),
-            )
-        return trace.set_span_in_context(NonRecordingSpan(parent), ctx)
-    return propagate.extract(headers, context=ctx, getter=_getter)
+    return trace.set_span_in_context(NonRecordingSpan(parent), ctx)  # type: ignore[arg-type]
 
 
 def _parse_traceparent(value: str | None) -> SpanContext | None:
@@ -152,13 +174,12 @@ def inject(headers: MutableMapping[str, Any], span: Span, parent: Context | None
     if TRACEPARENT_HEADER in headers:
         return
     if _is_default_w3c() and not _has_baggage(parent):
-        span_context = span.get_span_context()
-        if span_context.is_valid:
-            headers[TRACEPARENT_HEADER] = (
-                f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
-            )
-            if span_context.trace_state and TRACESTATE_HEADER not in headers:
-                headers[TRACESTATE_HEADER] = span_context.trace_state.to_header()
+        # the fields in one call, and validity as SpanContext decides it: both ids non-zero
+        trace_id, span_id, _remote, flags, state = _fields(span.get_span_context())
+        if trace_id and span_id:
+            headers[TRACEPARENT_HEADER] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+            if state is not _NO_STATE and state and TRACESTATE_HEADER not in headers:
+                headers[TRACESTATE_HEADER] = state.to_header()
         return
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span, parent))
@@ -207,5 +228,5 @@ _set_item = dict.__setitem__
 
 def current_handling(ctx: Context | None = None) -> Handling | None:
     """The event being handled in ``ctx`` (default: the current context), if any."""
-    value = context.get_value(_HANDLING_KEY, ctx)
-    return value if isinstance(value, Handling) else None
+    value = (ctx if ctx is not None else compat.get_current()).get(_HANDLING_KEY)
+    return value if type(value) is Handling else None  # Handling is final (slots, frozen)

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from eventscope.tracer.store import flows, summaries
 from eventscope.tracer.store.batches import BrokerBatch, Key, Resolution, Topology
-from eventscope.tracer.store.duck import registered, transaction
+from eventscope.tracer.store.duck import Written, registered, time_clusters, transaction
 
 if TYPE_CHECKING:
     from eventscope.tracer.ingest.normaliser import Normalised
@@ -47,7 +47,7 @@ __all__ = ["SCHEMA_VERSION", "Batch", "Store", "StoreLocked", "connect_read_only
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 12  # the highest of _MIGRATIONS (numbers may skip: assigned per branch)
+SCHEMA_VERSION = 13  # the highest of _MIGRATIONS (numbers may skip: assigned per branch)
 _DEFAULT_GRACE_S = 30.0
 _DEFAULT_MEMORY_LIMIT = "1GB"
 _CHECKPOINT_THRESHOLD = "256MB"
@@ -64,6 +64,7 @@ _MIGRATIONS = {
     10: "schema_v10_redrives.sql",
     11: "schema_v11_contracts.sql",
     12: "schema_v12_summaries.sql",
+    13: "schema_v13_summaries.sql",
 }  # version → file, in order
 _VIEWS = "views.sql"
 _STATE = "delivery_state.sql"
@@ -211,6 +212,7 @@ _PAIR_WINDOW_US = 3600 * 1_000_000  # how far before a write's oldest row its pa
 # The batch's spans already stored (replays): only stored spans in the batch's time range. The
 # batch's ids come as list parameters (no Arrow table to register and drop), span ids only: the
 # writer keeps the (trace_id, span_id) pairs of the batch among those found.
+_AT_OPEN = "SELECT count(*), epoch_us(max(start_time)), (SELECT max(event_id) FROM events) FROM spans"
 _STORED_SPANS = """
 SELECT trace_id, span_id FROM spans
 WHERE start_time BETWEEN $lo AND $hi AND span_id IN (SELECT unnest($span_ids))
@@ -307,22 +309,8 @@ def _arrow(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     )
 
 
-_CLUSTER_GAP_US = 600 * 1_000_000  # start times further apart than this are looked up apart
-
-
 def _id_table(event_ids: Iterable[str]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(list(event_ids), pa.string())], schema=_EVENT_IDS)
-
-
-def _time_clusters(times_us: Iterable[int]) -> list[tuple[int, int]]:
-    """The (first, last) of each run of sorted times with no gap above ``_CLUSTER_GAP_US``."""
-    clusters: list[tuple[int, int]] = []
-    for at in sorted(times_us):
-        if clusters and at - clusters[-1][1] <= _CLUSTER_GAP_US:
-            clusters[-1] = (clusters[-1][0], at)
-        else:
-            clusters.append((at, at))
-    return clusters
 
 
 def _ts(us: int) -> Any:
@@ -368,6 +356,9 @@ class Store:
         self.counts = Counts()
         self.had_rows_at_open = False
         self._has_firehose_deliveries = False
+        # spans (by start time) and events (by id) the writer knows are not stored: no lookup
+        self._spans_written: Written[int] = Written(None)
+        self._events_written: Written[str] = Written(None)
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -406,7 +397,7 @@ class Store:
             connection.execute(_read_sql(_VIEWS))
             if _STATE_VERSION in applied:
                 _rebuild_state(connection)
-            elif summaries.VERSION in applied:
+            elif set(summaries.VERSIONS) & set(applied):
                 summaries.rebuild(connection)
             if flows.has_unflowed(connection):  # migrated to v5 (also if a later step failed)
                 flows.rebuild(connection)
@@ -415,8 +406,9 @@ class Store:
             )
             connection.execute("SET lock_configuration = true")
             store = cls(connection, str(path))
-            (count,) = connection.execute("SELECT count(*) FROM spans").fetchall()[0]
+            (count, top, top_event) = connection.execute(_AT_OPEN).fetchall()[0]
             store.had_rows_at_open = count > 0
+            store._spans_written, store._events_written = Written(top), Written(top_event)
             (found,) = connection.execute(
                 "SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE record_id IS NOT NULL LIMIT 1)"
             ).fetchall()[0]
@@ -468,10 +460,11 @@ class Store:
             times += [row["start_time"] for row in spans if row["kind"] == "PRODUCER"]  # resolved deliveries
             since = min(times) - _PAIR_WINDOW_US if times else None
         con = self._connection
+        new_events: set[str] = set()  # inserted in this transaction
         with transaction(con):
             new_spans = self._insert_spans(spans)
-            self._write_events(events, "span")
-            self._write_events(broker_events, "firehose")
+            self._write_events(events, "span", new_events)
+            self._write_events(broker_events, "firehose", new_events)
             self._insert_span_deliveries(deliveries, new_spans)
             self._insert_firehose_deliveries(broker_deliveries)
             self._insert("dead_letters", dead_letters, _DEAD_LETTERS)
@@ -485,30 +478,37 @@ class Store:
             for batch in broker:
                 if batch.topology is not None:
                     self._write_topology(batch.topology)
+        self._spans_written.add((by_key[key]["start_time"], key) for key in new_spans)  # committed
+        self._events_written.add((event_id, event_id) for event_id in new_events)
         self.counts.spans += len(spans)
         self.counts.batches += len(batches)
         self.counts.broker_rows += sum(batch.accepted for batch in broker)
 
-    def _write_events(self, rows: list[dict[str, Any]], side: str) -> None:
+    def _write_events(self, rows: list[dict[str, Any]], side: str, inserted: set[str]) -> None:
         """Store the events of one side (``span`` or ``firehose``): an id not stored yet is
         inserted, an id stored from the other side merges (``_MERGES``), an id stored from the
         same side (a replay, or a second span with the same message id) keeps the first row.
+        Only ids not surely new (``Written``, not in ``inserted``) are looked up; the ids
+        inserted are added to ``inserted``.
         """
         unique: dict[str, dict[str, Any]] = {}
         for row in rows:  # the first row of an id wins, as in the stored table
             unique.setdefault(row["event_id"], row)
-        if not unique:
-            return
+        new = self._events_written.new
+        asked = [event_id for event_id in unique if event_id in inserted or not new(event_id, event_id)]
+        stored: dict[str, str] = {}
         con = self._connection
-        params = {"lo": min(unique), "hi": max(unique)}
-        stored = dict(con.execute(_STORED_EVENTS, {**params, "event_ids": list(unique)}).fetchall())
+        if asked:
+            params = {"lo": min(asked), "hi": max(asked), "event_ids": asked}
+            stored = dict(con.execute(_STORED_EVENTS, params).fetchall())
         other, merge = _MERGES[side]
         if other in stored.values():
             with registered(con, "_eventscope_batch", _arrow(list(unique.values()), _EVENTS)):
-                con.execute(merge, params)
-        new = [row for event_id, row in unique.items() if event_id not in stored]
-        if new:  # the rows as Arrow once: only the ids for the lookup above
-            self._insert_arrow("events", _arrow(new, _EVENTS), plain=True)
+                con.execute(merge, {"lo": min(unique), "hi": max(unique)})
+        rows = [row for event_id, row in unique.items() if event_id not in stored]
+        if rows:  # the rows as Arrow once: only the ids for the lookup above
+            self._insert_arrow("events", _arrow(rows, _EVENTS), plain=True)
+            inserted.update(row["event_id"] for row in rows)
 
     def _reconcile_deliveries(self, event_ids: set[str], since_us: int | None) -> None:
         """Merge each firehose-only delivery into the consumer span's row of the same attempt
@@ -565,7 +565,7 @@ class Store:
         spans that start within this batch's time ranges (a replay has the same start time),
         so the scan reads only the row groups of those ranges: one range per cluster of start
         times, so that one stray span (a start time of 0, a day-old retry) does not make the
-        lookup read the whole table.
+        lookup read the whole table. Only spans not surely new (``Written``) are looked up.
         """
         unique: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
@@ -573,8 +573,10 @@ class Store:
         if not unique:
             return set()
         con = self._connection
-        span_ids = [span_id for _, span_id in unique]
-        for lo, hi in _time_clusters(row["start_time"] for row in unique.values()):
+        new = self._spans_written.new
+        asked = [row for key, row in unique.items() if not new(row["start_time"], key)]
+        span_ids = [row["span_id"] for row in asked]
+        for lo, hi in time_clusters(row["start_time"] for row in asked):
             params = {"lo": _ts(lo), "hi": _ts(hi), "span_ids": span_ids}
             for key in con.execute(_STORED_SPANS, params).fetchall():
                 unique.pop(key, None)
