@@ -14,7 +14,9 @@ refuses writes and DDL itself.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from eventscope.tracer.store.clickhouse.engine import Engine
@@ -36,27 +38,27 @@ _ORPHAN_GAUGES = """
 SELECT reason, coalesce(queue, '') AS queue, coalesce(event_type, '') AS event_type, count() AS n
 FROM orphans GROUP BY reason, queue, event_type ORDER BY reason, queue, event_type
 """
-# The chain once (a scalar subquery runs once; a view or CTE named three times runs three times),
-# then its events' facts and delivery counts by key.
-_CHAIN = """
-WITH (
-    SELECT groupArray((event_id, depth, cause_event_id)) FROM chain(event_id = {event_id:String})
-) AS found
-SELECT c.f.1 AS event_id, c.f.2 AS depth, c.f.3 AS cause_event_id,
-       e.event_type AS event_type, e.exchange AS exchange, e.routing_key AS routing_key,
-       e.producer_service AS producer_service, e.published_at AS published_at,
-       coalesce(n.deliveries, 0) AS deliveries
-FROM (SELECT arrayJoin(found) AS f) AS c
-LEFT JOIN (
-    SELECT * FROM events WHERE event_id IN (SELECT arrayJoin(arrayMap(f -> f.1, found)))
-) AS e ON e.event_id = c.f.1
-LEFT JOIN (
-    SELECT grp AS event_id, count() AS deliveries FROM derived_deliveries FINAL
-    WHERE grp IN (SELECT arrayJoin(arrayMap(f -> f.1, found)))
-    GROUP BY grp
-) AS n ON n.event_id = c.f.1
-ORDER BY depth, e.published_at, event_id
+# The chain question walks the root's flow in Python: its edges by key in one SELECT (the
+# flow's edges are one range of edge_flows' primary key, store/clickhouse/flows.py), then
+# the found events' facts and delivery counts by key. The SQL view chain(event_id=...) walks
+# the same edges in SQL (arrayFold) for SQL users; analysing that expression costs ~16 ms of
+# CPU per query however small the flow, more than reading it.
+_FLOW_EDGES = """
+SELECT DISTINCT cause_event_id, effect_event_id FROM edge_flows
+WHERE flow_id = (SELECT argMax(flow_id, version) FROM event_flows WHERE event_id = {event_id:String})
 """
+_CHAIN_FACTS = """
+SELECT event_id, event_type, exchange, routing_key, producer_service, published_at
+FROM events WHERE event_id IN {ids:Array(String)}
+"""
+# two reads by key, joined in Python: a ClickHouse join of the two costs more than both reads
+_CHAIN_DELIVERIES = """
+SELECT grp AS event_id, count() AS deliveries FROM derived_deliveries FINAL
+WHERE grp IN {ids:Array(String)} GROUP BY grp
+"""
+_FACT_COLUMNS = ("event_type", "exchange", "routing_key", "producer_service", "published_at")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_CHAIN_MAX_DEPTH = 256  # as the DuckDB macro and the SQL view: cycles stop there
 _EVENT = """
 SELECT * EXCEPT (routed_known, routed_queues), if(routed_known, routed_queues, NULL) AS routed_queues
 FROM events WHERE event_id = {event_id:String}
@@ -152,7 +154,35 @@ class Reader:
         return self._records(_ORPHAN_GAUGES)
 
     def _q_chain(self, event_id: str) -> list[dict[str, Any]]:
-        return self._records(_CHAIN, {"event_id": event_id})
+        from eventscope.tracer.query.sandbox import jsonable
+
+        edges = self.engine.query_arrow(_FLOW_EDGES, {"event_id": event_id}).to_pydict()
+        pairs = zip(edges.get("cause_event_id", []), edges.get("effect_event_id", []), strict=True)
+        found = walk(event_id, pairs)
+        ids = {"ids": list(found)}
+        facts = self.engine.query_arrow(_CHAIN_FACTS, ids).to_pydict()
+        columns = [name for name in _FACT_COLUMNS if name in facts]
+        by_id = {
+            found_id: dict(zip(columns, values, strict=True))
+            for found_id, *values in zip(facts.get("event_id", []), *(facts[c] for c in columns), strict=True)
+        }
+        counts = self.engine.query_arrow(_CHAIN_DELIVERIES, ids).to_pydict()
+        deliveries = dict(zip(counts.get("event_id", []), counts.get("deliveries", []), strict=True))
+        rows = []
+        for found_id, (depth, cause) in found.items():
+            fact = by_id.get(found_id, {})
+            row = {"event_id": found_id, "depth": depth, "cause_event_id": cause}
+            row.update({name: fact.get(name) for name in _FACT_COLUMNS})
+            row["deliveries"] = deliveries.get(found_id, 0)
+            rows.append(row)
+        # ORDER BY depth, published_at, event_id (NULLs last, as both stores sort them), on the
+        # datetimes; then as the other questions' rows: JSON-ready values
+        rows.sort(
+            key=lambda r: (r["depth"], r["published_at"] is None, r["published_at"] or _EPOCH, r["event_id"])
+        )
+        for row in rows:
+            row["published_at"] = jsonable(row["published_at"])
+        return rows
 
     def _q_event(self, event_id: str) -> dict[str, Any] | None:
         params = {"event_id": event_id}
@@ -167,6 +197,31 @@ class Reader:
             "orphans": self._records(_EVENT_ORPHANS, params),
             "payload": next(iter(self._records(_EVENT_PAYLOAD, params)), None),
         }
+
+
+def walk(root: str, edges: Iterable[tuple[str, str]]) -> dict[str, tuple[int, str | None]]:
+    """``chain()``'s walk: each event reachable from ``root`` over ``(cause, effect)`` edges, once,
+    at its smallest depth, with its cause (the smallest id among its causes one level up), in
+    the order found (breadth first). Edges into the root are not taken; depth stops at 256.
+    """
+    effects: dict[str, list[str]] = {}
+    for cause, effect in edges:
+        if effect != root:
+            effects.setdefault(cause, []).append(effect)
+    found: dict[str, tuple[int, str | None]] = {root: (0, None)}
+    level = [root]
+    depth = 0
+    while level and depth < _CHAIN_MAX_DEPTH:
+        depth += 1
+        causes: dict[str, str] = {}
+        for cause in level:
+            for effect in effects.get(cause, ()):
+                if effect not in found and (effect not in causes or cause < causes[effect]):
+                    causes[effect] = cause
+        for effect in sorted(causes):
+            found[effect] = (depth, causes[effect])
+        level = list(causes)
+    return found
 
 
 def answer(engine: Engine, question: str, *args: Any, **kwargs: Any) -> Any:

@@ -47,10 +47,23 @@ def _params(parameters: dict[str, Any] | None) -> dict[str, str] | None:
     the ``{name:Type}`` placeholder's type)."""
     if not parameters:
         return None
-    return {
-        name: ("\\N" if value is None else str(int(value)) if isinstance(value, bool) else str(value))
-        for name, value in parameters.items()
-    }
+    return {name: _param_text(value) for name, value in parameters.items()}
+
+
+def _param_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (list, tuple)):  # Array(String) / Array(number): a ClickHouse array literal
+        return "[" + ",".join(_literal(item) for item in value) + "]"
+    return str(value)
+
+
+def _literal(item: Any) -> str:
+    if isinstance(item, str):
+        return "'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "NULL" if item is None else str(item)
 
 
 def _with_settings(sql: str, settings: dict[str, Any] | None) -> str:
