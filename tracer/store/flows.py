@@ -66,7 +66,7 @@ WHERE c.cause_event_id BETWEEN $lo AND $hi
 _PAIRS = pa.schema([("cause_event_id", pa.string()), ("effect_event_id", pa.string())])
 
 
-class _Components:
+class Components:
     """Union-find over ids (iterative: a flow can be thousands of edges deep)."""
 
     def __init__(self) -> None:
@@ -96,7 +96,7 @@ def assign(edges: Iterable[Edge], stored: dict[str, str]) -> tuple[list[FlowEdge
     a flow with a smaller id.
     """
     edges = list(edges)
-    components = _Components()
+    components = Components()
     for cause, effect, _via in edges:
         components.union(cause, effect)
     for event_id, flow_id in stored.items():  # events of one stored flow are connected already

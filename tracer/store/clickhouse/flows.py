@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 import pyarrow as pa
 
 from eventscope.tracer.store.clickhouse.engine import Engine
+from eventscope.tracer.store.flows import Components
 
 __all__ = ["label", "rebuild_if_missing"]
 
@@ -66,27 +67,6 @@ _MISSING = (
 )
 
 
-class _Components:
-    """Union-find over ids (iterative: a flow can be thousands of edges deep)."""
-
-    def __init__(self) -> None:
-        self._parent: dict[str, str] = {}
-
-    def find(self, item: str) -> str:
-        parent = self._parent
-        root = parent.setdefault(item, item)
-        while parent[root] != root:
-            root = parent[root]
-        while item != root:  # path compression
-            parent[item], item = root, parent[item]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self._parent[ra] = rb
-
-
 def _keys(engine: Engine, derive_id: int, kind: str, ids: Iterable[str]) -> None:
     ids = list(ids)
     engine.insert_arrow(
@@ -101,7 +81,7 @@ def assign(edges: Sequence[tuple[str, str]], stored: dict[str, str]) -> tuple[di
     ``stored`` is the flow each id already has; a component's flow is the smallest of its ids
     and of the stored flows it joins.
     """
-    components = _Components()
+    components = Components()
     for cause, effect in edges:
         components.union(cause, effect)
     for event_id, flow in stored.items():
