@@ -62,6 +62,7 @@ from aio_pika.queue import Queue, QueueIterator
 from aio_pika.robust_queue import RobustQueueIterator
 from opentelemetry import context
 
+from eventscope.adapters._amqp import SHORT_LENGTHS, Unusual, pack_long, pack_timestamp, short_string
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import compat, failures
 
@@ -103,13 +104,6 @@ _MESSAGE_FIELDS = (
 )
 
 
-class _Unusual(Exception):
-    """A property value the one-step encoding leaves to pamqp (it raises or encodes it itself)."""
-
-
-_pack_long = struct.Struct(">I").pack
-_pack_timestamp = struct.Struct(">Q").pack
-_SHORT_LENGTHS = tuple(bytes((i,)) for i in range(256))
 # Basic.Properties fields the one-step encoding writes, in pamqp's order, with their flags;
 # the others must be unset (None or "", which pamqp leaves out too)
 _TEXT_FIELDS = (("correlation_id", 1 << 10), ("message_id", 1 << 7))
@@ -123,15 +117,6 @@ _OTHER_FIELDS = (
     "user_id",
     "cluster_id",
 )
-
-
-def _short_string(value: Any) -> bytes:
-    if type(value) is not str:
-        raise _Unusual
-    raw = value.encode("utf-8")
-    if len(raw) > 255:
-        raise _Unusual
-    return _SHORT_LENGTHS[len(raw)] + raw
 
 
 class _Properties(aiormq.spec.Basic.Properties):
@@ -151,51 +136,51 @@ class _Properties(aiormq.spec.Basic.Properties):
             for name in _OTHER_FIELDS:
                 value = getattr(self, name)
                 if value is not None and value != "":
-                    raise _Unusual
+                    raise Unusual
             flags = 0
             parts = []
             headers = self.headers
             if headers is not None and headers != "":
                 if type(headers) is not dict:
-                    raise _Unusual
+                    raise Unusual
                 table = []
                 for key, value in sorted(headers.items()):
                     if type(key) is not str or type(value) is not str:
-                        raise _Unusual
+                        raise Unusual
                     encoded_key = key.encode("utf-8")
                     if len(encoded_key) > 128:  # pamqp truncates such keys, with a warning
-                        raise _Unusual
+                        raise Unusual
                     raw = value.encode("utf-8")
                     table.append(
-                        _SHORT_LENGTHS[len(encoded_key)] + encoded_key + b"S" + _pack_long(len(raw)) + raw
+                        SHORT_LENGTHS[len(encoded_key)] + encoded_key + b"S" + pack_long(len(raw)) + raw
                     )
                 encoded = b"".join(table)
                 flags = 1 << 13
-                parts.append(_pack_long(len(encoded)) + encoded)
+                parts.append(pack_long(len(encoded)) + encoded)
             for name, flag in _OCTET_FIELDS:
                 value = getattr(self, name)
                 if value is not None and value != "":
                     if not isinstance(value, int) or not 0 <= value <= 255:  # DeliveryMode is an IntEnum
-                        raise _Unusual
+                        raise Unusual
                     flags |= flag
-                    parts.append(_SHORT_LENGTHS[value])
+                    parts.append(SHORT_LENGTHS[value])
             for name, flag in _TEXT_FIELDS:
                 value = getattr(self, name)
                 if value is not None and value != "":
                     flags |= flag
-                    parts.append(_short_string(value))
+                    parts.append(short_string(value))
             stamp = self.timestamp
             if stamp is not None and stamp != "":
                 if type(stamp) is not dt.datetime or stamp.utcoffset() is None:
-                    raise _Unusual
+                    raise Unusual
                 flags |= 1 << 6
-                parts.append(_pack_timestamp(int(stamp.timestamp())))
+                parts.append(pack_timestamp(int(stamp.timestamp())))
             for name, flag in _LATE_TEXT_FIELDS:
                 value = getattr(self, name)
                 if value is not None and value != "":
                     flags |= flag
-                    parts.append(_short_string(value))
-        except (_Unusual, AttributeError, struct.error):
+                    parts.append(short_string(value))
+        except (Unusual, AttributeError, struct.error):
             pass  # pamqp's own marshal below, outside this handler: its errors stay its own
         else:
             return struct.pack(">H", flags) + b"".join(parts)

@@ -39,7 +39,6 @@ instrumented), so each operation yields exactly one span.
 from __future__ import annotations
 
 import logging
-import struct
 import sys
 import threading
 import time
@@ -52,6 +51,14 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.connection import Connection
 from pika.spec import BasicProperties
 
+from eventscope.adapters._amqp import (
+    Unusual,
+    pack_flags,
+    pack_long,
+    pack_long_string,
+    pack_timestamp,
+    short_string,
+)
 from eventscope.tracer import contract as A
 from eventscope.tracer.sdk import compat, failures
 from eventscope.tracer.version import __version__
@@ -68,39 +75,18 @@ _OTEL_PIKA_MODULE = "opentelemetry.instrumentation.pika"
 _OUTCOMES = {"ack": A.OUTCOME_ACK, "nack": A.OUTCOME_NACK}  # the rest: reject
 
 
-class _Unusual(Exception):
-    """A property value the one-step encoding leaves to pika (it raises or encodes it itself)."""
-
-
-_SHORT_LENGTHS = tuple(bytes((i,)) for i in range(256))
-_pack_flags = struct.Struct(">H").pack
-_pack_timestamp = struct.Struct(">Q").pack
-_pack_long = struct.Struct(">I").pack
-_pack_long_string = struct.Struct(">cI").pack
-
-
-def _short_string(value: Any) -> bytes:
-    """An AMQP short string as pika writes it (``str`` only; anything else is pika's to handle)."""
-    if type(value) is not str:
-        raise _Unusual
-    raw = value.encode("utf-8")
-    if len(raw) > 255:
-        raise _Unusual
-    return _SHORT_LENGTHS[len(raw)] + raw
-
-
 def _text_table(table: Any) -> bytes:
     """A header table of text keys and text values, as pika's ``encode_table`` writes it."""
     if type(table) is not dict:
-        raise _Unusual
+        raise Unusual
     parts = []
     for key, value in table.items():
         if type(value) is not str:
-            raise _Unusual
+            raise Unusual
         raw = value.encode("utf-8")
-        parts.append(_short_string(key) + _pack_long_string(b"S", len(raw)) + raw)
+        parts.append(short_string(key) + pack_long_string(b"S", len(raw)) + raw)
     encoded = b"".join(parts)
-    return _pack_long(len(encoded)) + encoded
+    return pack_long(len(encoded)) + encoded
 
 
 class _OutgoingProperties(BasicProperties):
@@ -135,28 +121,28 @@ class _OutgoingProperties(BasicProperties):
                 value = fields["correlation_id"]
                 if value is not None:
                     flags |= BasicProperties.FLAG_CORRELATION_ID
-                    parts.append(_short_string(value))
+                    parts.append(short_string(value))
                 value = fields["message_id"]
                 if value is not None:
                     flags |= BasicProperties.FLAG_MESSAGE_ID
-                    parts.append(_short_string(value))
+                    parts.append(short_string(value))
                 value = fields["timestamp"]
                 if value is not None:
                     if type(value) is not int or not 0 <= value < 1 << 64:
-                        raise _Unusual
+                        raise Unusual
                     flags |= BasicProperties.FLAG_TIMESTAMP
-                    parts.append(_pack_timestamp(value))
+                    parts.append(pack_timestamp(value))
                 value = fields["type"]
                 if value is not None:
                     flags |= BasicProperties.FLAG_TYPE
-                    parts.append(_short_string(value))
+                    parts.append(short_string(value))
                 value = fields["app_id"]
                 if value is not None:
                     flags |= BasicProperties.FLAG_APP_ID
-                    parts.append(_short_string(value))
-                parts[0] = _pack_flags(flags)
+                    parts.append(short_string(value))
+                parts[0] = pack_flags(flags)
                 return parts
-        except (_Unusual, KeyError):
+        except (Unusual, KeyError):
             pass
         return BasicProperties.encode(self)
 

@@ -9,7 +9,8 @@ import aiormq
 import pytest
 from aio_pika import DeliveryMode, Message
 
-from eventscope.adapters.aio_pika import _copy_message, _Properties, _Unusual
+from eventscope.adapters._amqp import Unusual
+from eventscope.adapters.aio_pika import _copy_message, _Properties
 
 _TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 _STAMP = dt.datetime(2026, 12, 8, 1, 2, 3, tzinfo=dt.timezone.utc)
@@ -88,5 +89,5 @@ def test_values_pamqp_refuses_raise_pamqps_own_error(fields):
     assert type(ours.value) is type(theirs.value) and str(ours.value) == str(theirs.value)
     chained = ours.value
     while chained is not None:  # raised by pamqp alone, not while handling eventscope's fallback
-        assert not isinstance(chained, _Unusual)
+        assert not isinstance(chained, Unusual)
         chained = chained.__context__
